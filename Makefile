@@ -1,0 +1,108 @@
+# Limen - see README.md. `make run` and `make test` work on a fresh Debian machine as root.
+CC      ?= cc
+PKGS    := libuv libcjson yaml-0.1 libpcre2-8 openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -pthread -Icommon -Idataplane $(WARN) $(PKG_CFLAGS)
+LIBS    := $(PKG_LIBS) -lpthread -lm
+
+RELEASE_CFLAGS := $(BASE_CFLAGS) -O2
+ASAN_CFLAGS    := $(BASE_CFLAGS) -Wno-format-truncation -Wno-nonnull -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -DLM_SANITIZE=1
+
+COMMON_SRC := $(filter-out %_test.c,$(wildcard common/*.c))
+DP_SRC     := $(filter-out %_test.c %_bench.c dataplane/main.c,$(wildcard dataplane/*.c))
+LIB_SRC    := $(COMMON_SRC) $(DP_SRC)
+UNIT_SRC   := $(wildcard common/*_test.c dataplane/*_test.c)
+HEADERS    := $(wildcard common/*.h dataplane/*.h)
+
+REL_OBJ  := $(patsubst %.c,build/rel/%.o,$(LIB_SRC))
+ASAN_OBJ := $(patsubst %.c,build/asan/%.o,$(LIB_SRC))
+UNIT_BIN_REL  := $(patsubst %.c,build/rel/%,$(UNIT_SRC))
+UNIT_BIN_ASAN := $(patsubst %.c,build/asan/%,$(UNIT_SRC))
+
+FUZZ_SRC := $(wildcard common/fuzz/fuzz_*.c dataplane/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst %.c,build/fuzz/%,$(FUZZ_SRC))
+
+.PHONY: all deps build run test unit unit-asan asan fuzz-build fuzz-replay blackbox bench clean help
+all: bin/limen-dataplane
+
+help:
+	@echo "make deps | make (build) | make run | make test | make bench | make fuzz-build | make clean"
+
+deps:
+	@tools/deps.sh
+
+build: bin/limen-dataplane
+
+build/rel/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"; $(CC) $(RELEASE_CFLAGS) -c $< -o $@
+
+build/asan/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CC asan $<"; $(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+build/rel/liblimen.a: $(REL_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+build/asan/liblimen.a: $(ASAN_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+bin/limen-dataplane: build/rel/dataplane/main.o build/rel/liblimen.a
+	@mkdir -p bin
+	$(CC) $(RELEASE_CFLAGS) -o $@ $^ $(LIBS)
+
+bin/asan/limen-dataplane: build/asan/dataplane/main.o build/asan/liblimen.a
+	@mkdir -p bin/asan
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+
+asan: bin/asan/limen-dataplane
+
+# unit tests: one binary per *_test.c, linked against the library
+build/rel/%_test: %_test.c build/rel/liblimen.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
+
+build/asan/%_test: %_test.c build/asan/liblimen.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< build/asan/liblimen.a $(LIBS)
+
+unit: $(UNIT_BIN_REL)
+	@tools/run-suite.sh unit $(UNIT_BIN_REL)
+
+unit-asan: $(UNIT_BIN_ASAN)
+	@tools/run-suite.sh unit-asan $(UNIT_BIN_ASAN)
+
+# libFuzzer targets (clang); `make fuzz-replay` runs each over its corpus once
+build/fuzz/%: %.c $(LIB_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -O1 -pthread -Icommon -Idataplane $(PKG_CFLAGS) -DLM_FUZZ=1 \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -o $@ $< $(LIB_SRC) $(LIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz-replay: $(FUZZ_BIN)
+	@tools/run-suite.sh fuzz-replay $(FUZZ_BIN)
+
+blackbox: bin/asan/limen-dataplane bin/limen-dataplane
+	@tools/run-suite.sh blackbox
+
+run: deps bin/limen-dataplane
+	@tools/run-example.sh
+
+test: deps
+	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN)
+	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)
+
+build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)
+	$(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
+
+bench: deps bin/limen-dataplane build/rel/router_bench
+	@tools/deps.sh --bench
+	@tools/bench.sh
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,77 @@
+/*
+ * lm_core.h - basic types shared by every Limen module.
+ *
+ * Return convention (used by every function that can fail, unless its
+ * header says otherwise):
+ *   LM_OK        (0)   done
+ *   LM_ERROR     (-1)  failed; the caller gets no callback afterwards
+ *   LM_AGAIN     (-2)  not enough input yet / would block: call again with more
+ *   LM_DECLINED  (-3)  not for me: let the next handler try
+ * Functions that produce an HTTP status on failure return it as a positive
+ * number (400, 413, ...) and document so.
+ */
+#ifndef LM_CORE_H
+#define LM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdbool.h>
+#include <strings.h>
+
+#define LM_OK        0
+#define LM_ERROR    (-1)
+#define LM_AGAIN    (-2)
+#define LM_DECLINED (-3)
+
+#define LM_VERSION "0.1.0"
+
+/* A byte slice: never owns memory, never NUL-terminated unless said so. */
+typedef struct {
+    const char *ptr;
+    size_t len;
+} lm_str_t;
+
+#define LM_STR(lit) ((lm_str_t){ (lit), sizeof(lit) - 1 })
+#define LM_STR_NULL ((lm_str_t){ NULL, 0 })
+#define LM_STR_FMT(s) (int)(s).len, (s).ptr /* use with "%.*s" */
+
+#define LM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define LM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LM_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define LM_UNUSED(x) (void)(x)
+#define LM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define LM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static inline lm_str_t lm_str(const char *cstr)
+{
+    return (lm_str_t){ cstr, cstr ? strlen(cstr) : 0 };
+}
+
+static inline bool lm_str_eq(lm_str_t a, lm_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* ASCII case-insensitive comparison. */
+static inline bool lm_str_ieq(lm_str_t a, lm_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || strncasecmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static inline bool lm_str_ieq_cstr(lm_str_t a, const char *b)
+{
+    return lm_str_ieq(a, lm_str(b));
+}
+
+static inline bool lm_str_has_prefix(lm_str_t s, lm_str_t prefix)
+{
+    return s.len >= prefix.len && memcmp(s.ptr, prefix.ptr, prefix.len) == 0;
+}
+
+static inline char lm_tolower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+#endif /* LM_CORE_H */

@@ -1,0 +1,200 @@
+/*
+ * lm_proxy.h - internal to the data plane: workers, client connections,
+ * requests and upstream connections. Included by server.c, proxy.c,
+ * upstream.c and admin.c only.
+ *
+ * Ownership (libuv rules): whoever inits a handle closes it; memory is freed
+ * in the close callback. A request belongs to its client connection; an
+ * upstream connection belongs to the worker's pool while idle and to one
+ * request while busy. Every request holds a reference on the worker-local
+ * snapshot wrapper it started with, so a config swap never changes a request
+ * in flight.
+ */
+#ifndef LM_PROXY_H
+#define LM_PROXY_H
+
+#include "lm_core.h"
+#include "lm_arena.h"
+#include "lm_http1.h"
+#include "lm_map.h"
+#include "lm_server.h"
+#include "lm_snapshot.h"
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#define LM_CONN_BUF 16384
+#define LM_MAX_REQ_HEADERS 100
+#define LM_UP_BUF 16384
+#define LM_POOL_MAX_IDLE 512          /* per worker per peer (Kong's upstream_keepalive_pool_size) */
+#define LM_POOL_IDLE_TIMEOUT_MS 60000 /* Kong's upstream_keepalive_idle_timeout */
+#define LM_POOL_MAX_REQUESTS 10000    /* Kong's upstream_keepalive_max_requests */
+#define LM_CLIENT_HEADER_TIMEOUT_MS 60000
+#define LM_CLIENT_KEEPALIVE_TIMEOUT_MS 60000
+#define LM_CLIENT_BODY_TIMEOUT_MS 60000
+
+typedef struct lm_server lm_server_t;
+typedef struct lm_worker lm_worker_t;
+typedef struct lm_conn lm_conn_t;
+typedef struct lm_req lm_req_t;
+typedef struct lm_upconn lm_upconn_t;
+
+/* A worker's reference to a snapshot, counted without atomics. */
+typedef struct {
+    lm_snapshot_t *snap;
+    long refs; /* requests using it + 1 while it is the worker's current one */
+} lm_wsnap_t;
+
+typedef struct {
+    lm_upconn_t *head; /* idle connections, most recently used first */
+    size_t count;
+    char key[64];
+} lm_pool_t;
+
+struct lm_worker {
+    lm_server_t *srv;
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_tcp_t listeners[LM_MAX_LISTEN];
+    int listen_ports[LM_MAX_LISTEN];
+    size_t num_listeners;
+    uv_async_t async;
+    _Atomic(lm_snapshot_t *) mailbox; /* next snapshot, handed over by the control thread */
+    _Atomic int stop;                 /* 1: drain; 2: close everything now */
+    bool draining;
+    lm_wsnap_t *cur;
+    lm_map_t pools;                   /* peer key -> lm_pool_t */
+    lm_conn_t *conns;                 /* every client connection (doubly linked) */
+    size_t num_conns;
+    uint64_t rng;
+    char date[40];                    /* cached Date header value, refreshed each second */
+    uint64_t date_ms;
+};
+
+struct lm_server {
+    lm_server_opts_t opts;
+    uv_loop_t *loop; /* control loop */
+    lm_worker_t *workers;
+    int num_workers;
+    lm_snapshot_t *current; /* one reference; replaced only on the control thread */
+    int access_log_fd;
+    int listen_fds[LM_MAX_LISTEN]; /* the control thread's bound sockets (kept to check binds) */
+    void *admin;  /* admin/status servers (admin.c) */
+    bool stopping;
+    bool workers_ready; /* loops and async handles initialised */
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t drain_timer;
+    int exit_code;
+};
+
+struct lm_conn {
+    uv_tcp_t tcp;
+    lm_worker_t *w;
+    lm_conn_t *prev, *next;
+    uv_timer_t timer;
+    char *buf;
+    size_t cap, len;  /* buf[0..len) holds received bytes not yet consumed */
+    lm_req_t *req;
+    lm_arena_t *arena; /* per-request memory, reset between requests */
+    char ip[48];
+    int port, local_port;
+    uint64_t requests;
+    bool reading, closing, want_close, body_write_pending;
+    int handles; /* open handles (tcp, timer); memory freed when it drops to 0 */
+};
+
+struct lm_upconn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    uv_timer_t timer;
+    lm_worker_t *w;
+    lm_pool_t *pool;
+    lm_upconn_t *next_idle, *prev_idle;
+    lm_req_t *req;      /* NULL while idle */
+    char *buf;
+    size_t cap, len;
+    uint64_t requests;
+    bool connected, writing, closing, idle, reading;
+    int handles;
+};
+
+struct lm_req {
+    lm_conn_t *c;
+    lm_worker_t *w;
+    lm_arena_t *arena;
+    lm_wsnap_t *ws;
+    uint64_t t_start, t_upstream_sent, t_upstream_head; /* uv_now() ms */
+
+    /* request line and a few headers, copied out of the connection buffer */
+    lm_str_t method, path, query, host, user_agent;
+    int minor;
+    bool head_method, client_keepalive, expect_continue;
+
+    lm_route_rt_t *rrt;
+    lm_svc_rt_t *srt;
+    const lm_peer_t *peer;
+    char request_id[40];
+
+    /* upstream request head, built once */
+    char *up_head;
+    size_t up_head_len;
+
+    /* request body */
+    lm_body_kind_t req_body;
+    uint64_t req_left;
+    lm_chunked_t req_chunked;
+    bool req_body_done, req_body_started;
+    uint64_t bytes_in;
+
+    /* upstream */
+    lm_upconn_t *up;
+    int tries;
+    bool up_head_sent;
+
+    /* response */
+    int status;
+    lm_body_kind_t resp_body;
+    uint64_t resp_left;
+    lm_chunked_t resp_chunked;
+    bool resp_head_sent, resp_done, resp_chunked_out, resp_upstream_reusable;
+    int writes_pending;
+    uint64_t bytes_out;
+    bool finished;
+};
+
+/* ---- server.c ---- */
+/* Current snapshot wrapper of the worker with one more request reference. */
+lm_wsnap_t *lm_worker_snap_acquire(lm_worker_t *w);
+void lm_worker_snap_release(lm_worker_t *w, lm_wsnap_t *ws);
+uint64_t lm_worker_random(lm_worker_t *w);
+const char *lm_worker_date(lm_worker_t *w);
+/* Hands a new snapshot to every worker (control thread; takes one reference). */
+void lm_server_publish(lm_server_t *srv, lm_snapshot_t *snap);
+
+/* ---- proxy.c ---- */
+void lm_proxy_on_connection(uv_stream_t *listener, int status);
+/* Called by the upstream side. */
+void lm_proxy_upstream_ready(lm_req_t *r);                     /* connected: send head */
+void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retryable);
+void lm_proxy_upstream_data(lm_req_t *r);                      /* new bytes in r->up->buf */
+void lm_proxy_upstream_eof(lm_req_t *r);
+void lm_proxy_upstream_write_done(lm_req_t *r);
+void lm_proxy_close_idle(lm_worker_t *w);                      /* drain: close idle client conns */
+void lm_proxy_close_all(lm_worker_t *w);
+
+/* ---- upstream.c ---- */
+/* Gets a pooled connection to peer or starts connecting; calls back
+ * lm_proxy_upstream_ready or lm_proxy_upstream_error. */
+void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer);
+/* Done with the connection: back to the pool when reusable, else closed. */
+void lm_upstream_release(lm_upconn_t *u, bool reusable);
+int lm_upstream_write(lm_upconn_t *u, uv_buf_t *bufs, unsigned n);
+void lm_upstream_read_start(lm_upconn_t *u);
+void lm_upstream_read_stop(lm_upconn_t *u);
+void lm_upstream_set_timer(lm_upconn_t *u, uint64_t ms); /* (re)arms the timeout; 0 disarms */
+void lm_upstream_close_pools(lm_worker_t *w);
+void lm_upstream_abort(lm_upconn_t *u); /* close a busy connection */
+
+#endif

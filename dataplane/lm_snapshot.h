@@ -1,0 +1,87 @@
+/*
+ * lm_snapshot.h - an immutable, compiled configuration.
+ *
+ * Everything a request needs, read-only: the router, per-service upstream
+ * addresses and header values, per-route runtime data. Built on the control
+ * thread (or a thread-pool thread) from a validated lm_config_t, then shared
+ * by every worker. Reference counted: the server holds one reference for the
+ * current snapshot and each worker one for the snapshot it serves new requests
+ * from; the last unref frees it.
+ */
+#ifndef LM_SNAPSHOT_H
+#define LM_SNAPSHOT_H
+
+#include "lm_core.h"
+#include "lm_arena.h"
+#include "lm_config.h"
+#include "lm_metrics.h"
+#include "lm_router.h"
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#define LM_SVC_MAX_ADDRS 64
+
+typedef struct {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char key[64];   /* "ip:port", the connection-pool key */
+    int weight;
+    lm_str_t host_header; /* upstream Host: "host" or "host:port" when the port is not the default */
+} lm_peer_t;
+
+typedef struct {
+    const lm_service_t *svc;
+    const char *label;     /* name, else id, else "service-<index>": for logs and metrics */
+    lm_str_t path;         /* service path, "/" when unset */
+    lm_peer_t *peers;      /* resolved addresses (upstream targets or the host's addresses) */
+    size_t num_peers;
+    const char *resolve_error; /* non-NULL when nothing could be resolved: 503 */
+    bool unsupported_protocol; /* https/grpc before TLS lands: 502 */
+    _Atomic unsigned rr;    /* round-robin cursor */
+} lm_svc_rt_t;
+
+typedef struct {
+    const lm_route_t *route;
+    lm_svc_rt_t *svc;       /* NULL: route without a service */
+    const char *label;
+    _Atomic(lm_metrics_block_t *) metrics; /* created on first use */
+} lm_route_rt_t;
+
+typedef struct lm_snapshot {
+    _Atomic long refs;
+    lm_arena_t *arena;
+    lm_config_t *cfg;
+    lm_router_t *router;
+    lm_svc_rt_t *services; size_t num_services;
+    lm_route_rt_t *routes; size_t num_routes;  /* indexed by lm_route_t.index */
+    char hash[33];
+    uint64_t applied_at_ms; /* wall clock */
+    char *doc_json;         /* canonical JSON of the document (for GET /config and the state dir) */
+    size_t doc_json_len;
+    lm_metrics_block_t *no_route_metrics;
+} lm_snapshot_t;
+
+/*
+ * Compiles cfg (taking ownership, also on failure) into a snapshot with one
+ * reference. Name resolution happens here (blocking getaddrinfo, so never
+ * call this on a worker loop); a name that does not resolve is not an error:
+ * its service answers 503 until a later config resolves it.
+ * Returns NULL with errs filled on failure.
+ */
+lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs);
+
+/* An empty snapshot (no routes: every request gets 404). */
+lm_snapshot_t *lm_snapshot_empty(void);
+
+static inline void lm_snapshot_ref(lm_snapshot_t *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+void lm_snapshot_unref(lm_snapshot_t *s);
+
+/* The metrics block of a route (created on first use; lock-free afterwards). */
+lm_metrics_block_t *lm_snapshot_route_metrics(lm_route_rt_t *rt);
+
+#endif

@@ -1,0 +1,178 @@
+/* main.c - limen-dataplane: command line and environment, then lm_server_run. */
+#include "lm_config.h"
+#include "lm_log.h"
+#include "lm_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char lm__usage[] =
+    "Usage: limen-dataplane [options]\n"
+    "\n"
+    "Limen's data plane: an HTTP reverse proxy that serves a Kong-format declarative\n"
+    "configuration (kong.yml, _format_version \"3.0\" or \"2.1\") and swaps it live.\n"
+    "\n"
+    "Options (each also as an environment variable):\n"
+    "  --config FILE           declarative config to serve (LIMEN_CONFIG); SIGHUP reloads it.\n"
+    "                          ${VAR} in its strings is replaced from the environment.\n"
+    "                          Without it, the last applied config in the state dir is served.\n"
+    "  --proxy-listen ADDR     proxy listener HOST:PORT, repeatable (LIMEN_PROXY_LISTEN, comma-\n"
+    "                          separated); default 0.0.0.0:8000\n"
+    "  --admin-listen ADDR     admin API: unix:PATH (mode 0600) or HOST:PORT (LIMEN_ADMIN_LISTEN);\n"
+    "                          default unix:STATE_DIR/admin.sock; \"off\" disables it\n"
+    "  --admin-token TOKEN     required on a TCP admin listener that is not on loopback, sent as\n"
+    "                          'Authorization: Bearer TOKEN' or 'Kong-Admin-Token' (LIMEN_ADMIN_TOKEN)\n"
+    "  --status-listen ADDR    GET /status and /metrics, HOST:PORT or \"off\" (LIMEN_STATUS_LISTEN);\n"
+    "                          default 127.0.0.1:8100\n"
+    "  --workers N             worker threads, 0 = one per core (LIMEN_WORKERS); default 0\n"
+    "  --state-dir DIR         where the last applied config is kept (LIMEN_STATE_DIR);\n"
+    "                          default /var/lib/limen\n"
+    "  --access-log FILE       JSON-lines access log (LIMEN_ACCESS_LOG); default off\n"
+    "  --no-latency-headers    omit X-Limen-Upstream-Latency / X-Limen-Proxy-Latency\n"
+    "                          (LIMEN_LATENCY_HEADERS=off)\n"
+    "  --drain-timeout MS      on SIGTERM, how long in-flight requests may take (LIMEN_DRAIN_TIMEOUT);\n"
+    "                          default 10000\n"
+    "  --log-level LEVEL       debug, info, warn or error (LIMEN_LOG_LEVEL); default info\n"
+    "  --check FILE            validate FILE, print every error with its path, exit 1 if invalid\n"
+    "  --help, --version\n"
+    "\n"
+    "Admin API (on --admin-listen): POST /config (YAML or JSON; ?check_hash=1), GET /config,\n"
+    "GET /status, GET /services /routes /consumers /plugins /upstreams.\n";
+
+static int lm__check(const char *path)
+{
+    lm_config_errors_t errs;
+    lm_config_errors_init(&errs);
+    lm_config_t *cfg = lm_config_load_file(path, &errs);
+    int rc = 0;
+    if (cfg) {
+        printf("%s: OK (%zu services, %zu routes, %zu consumers, %zu plugins, %zu upstreams; hash %s)\n", path,
+               cfg->num_services, cfg->num_routes, cfg->num_consumers, cfg->num_plugins, cfg->num_upstreams, cfg->hash);
+        lm_config_free(cfg);
+    } else {
+        for (size_t i = 0; i < errs.count; i++)
+            printf("%s: %s%s%s\n", path, errs.items[i].path, errs.items[i].path[0] ? ": " : "", errs.items[i].message);
+        printf("%s: %zu error%s\n", path, errs.count, errs.count == 1 ? "" : "s");
+        rc = 1;
+    }
+    lm_config_errors_free(&errs);
+    return rc;
+}
+
+static bool lm__env_off(const char *v)
+{
+    return v && (strcmp(v, "off") == 0 || strcmp(v, "0") == 0 || strcmp(v, "false") == 0);
+}
+
+int main(int argc, char **argv)
+{
+    lm_server_opts_t o;
+    lm_server_opts_init(&o);
+    const char *v;
+    static char listen_env[4096];
+    if ((v = getenv("LIMEN_CONFIG")) && *v)
+        o.config_path = v;
+    if ((v = getenv("LIMEN_PROXY_LISTEN")) && *v) {
+        snprintf(listen_env, sizeof(listen_env), "%s", v);
+        for (char *save = NULL, *t = strtok_r(listen_env, ",", &save); t && o.num_proxy_listen < LM_MAX_LISTEN;
+             t = strtok_r(NULL, ",", &save))
+            o.proxy_listen[o.num_proxy_listen++] = t;
+    }
+    if ((v = getenv("LIMEN_ADMIN_LISTEN")) && *v)
+        o.admin_listen = v;
+    if ((v = getenv("LIMEN_ADMIN_TOKEN")) && *v)
+        o.admin_token = v;
+    if ((v = getenv("LIMEN_STATUS_LISTEN")) && *v)
+        o.status_listen = v;
+    if ((v = getenv("LIMEN_WORKERS")) && *v)
+        o.workers = atoi(v);
+    if ((v = getenv("LIMEN_STATE_DIR")) && *v)
+        o.state_dir = v;
+    if ((v = getenv("LIMEN_ACCESS_LOG")) && *v)
+        o.access_log = v;
+    if (lm__env_off(getenv("LIMEN_LATENCY_HEADERS")))
+        o.latency_headers = false;
+    if ((v = getenv("LIMEN_DRAIN_TIMEOUT")) && *v)
+        o.drain_timeout_ms = atoi(v);
+    if ((v = getenv("LIMEN_LOG_LEVEL")) && *v && lm_log_parse_level(v) >= 0)
+        lm_log_set_level((lm_log_level_t)lm_log_parse_level(v));
+
+    bool cli_listen = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define LM_TAKE()                                                       \
+    do {                                                                \
+        if (!val) {                                                     \
+            fprintf(stderr, "limen-dataplane: %s needs a value\n", a); \
+            return 2;                                                   \
+        }                                                               \
+        i++;                                                            \
+    } while (0)
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(lm__usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("limen-dataplane %s\n", LM_VERSION);
+            return 0;
+        } else if (strcmp(a, "--check") == 0) {
+            LM_TAKE();
+            return lm__check(val);
+        } else if (strcmp(a, "--config") == 0) {
+            LM_TAKE();
+            o.config_path = val;
+        } else if (strcmp(a, "--proxy-listen") == 0) {
+            LM_TAKE();
+            if (!cli_listen) {
+                o.num_proxy_listen = 0;
+                cli_listen = true;
+            }
+            if (o.num_proxy_listen == LM_MAX_LISTEN) {
+                fprintf(stderr, "limen-dataplane: at most %d proxy listeners\n", LM_MAX_LISTEN);
+                return 2;
+            }
+            o.proxy_listen[o.num_proxy_listen++] = val;
+        } else if (strcmp(a, "--admin-listen") == 0) {
+            LM_TAKE();
+            o.admin_listen = val;
+        } else if (strcmp(a, "--admin-token") == 0) {
+            LM_TAKE();
+            o.admin_token = val;
+        } else if (strcmp(a, "--status-listen") == 0) {
+            LM_TAKE();
+            o.status_listen = val;
+        } else if (strcmp(a, "--workers") == 0) {
+            LM_TAKE();
+            o.workers = atoi(val);
+        } else if (strcmp(a, "--state-dir") == 0) {
+            LM_TAKE();
+            o.state_dir = val;
+        } else if (strcmp(a, "--access-log") == 0) {
+            LM_TAKE();
+            o.access_log = val;
+        } else if (strcmp(a, "--no-latency-headers") == 0) {
+            o.latency_headers = false;
+        } else if (strcmp(a, "--drain-timeout") == 0) {
+            LM_TAKE();
+            o.drain_timeout_ms = atoi(val);
+        } else if (strcmp(a, "--log-level") == 0) {
+            LM_TAKE();
+            int l = lm_log_parse_level(val);
+            if (l < 0) {
+                fprintf(stderr, "limen-dataplane: unknown log level '%s'\n", val);
+                return 2;
+            }
+            lm_log_set_level((lm_log_level_t)l);
+        } else {
+            fprintf(stderr, "limen-dataplane: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+#undef LM_TAKE
+    }
+    static char admin_default[4200];
+    if (!o.admin_listen) {
+        snprintf(admin_default, sizeof(admin_default), "unix:%s/admin.sock", o.state_dir);
+        o.admin_listen = admin_default;
+    }
+    return lm_server_run(&o);
+}

@@ -1,0 +1,1247 @@
+/*
+ * proxy.c - client connections and the request path:
+ *   read head -> parse -> route -> build upstream head -> stream the request
+ *   body -> parse the response head -> stream the response body -> log.
+ *
+ * One request at a time per connection (pipelined requests wait in the
+ * buffer). Bodies stream with bounded memory: a piece is written from the
+ * buffer it was read into, and that buffer is only consumed when the write
+ * completes; reading stops when the buffer is full (UV_ENOBUFS) and resumes
+ * after the write.
+ */
+#include "lm_proxy.h"
+#include "lm_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define LM_MAX_CONN_BUF 65536
+#define LM_LINGER_MS 2000
+
+static void lm__conn_process(lm_conn_t *c);
+static void lm__conn_close(lm_conn_t *c);
+static void lm__req_finish(lm_req_t *r);
+static void lm__req_body_pump(lm_req_t *r);
+static void lm__resp_pump(lm_req_t *r);
+static void lm__respond_error(lm_req_t *r, int status, const char *message);
+static void lm__conn_read_start(lm_conn_t *c);
+static void lm__resp_end_at_close(lm_req_t *r);
+
+/* per-request bookkeeping kept beside lm_req_t (needs no header change) */
+typedef struct {
+    lm_req_t r;
+    size_t req_inflight;  /* client-buffer bytes being written upstream */
+    size_t resp_inflight; /* upstream-buffer bytes being written to the client */
+    char req_chunk_hdr[24], resp_chunk_hdr[24];
+    bool upstream_head_pending; /* head not yet written on the current connection */
+    bool resp_writing;          /* a response write is in flight */
+    bool up_eof;                /* the upstream closed (body delimited by close) */
+    char *resp_head;            /* response head waiting for the first write */
+    size_t resp_head_len;
+    lm_http1_limits_t limits;
+} lm__req_ext_t;
+
+#define LM__EXT(r) ((lm__req_ext_t *)(r))
+
+static const char *lm__reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Request Entity Too Large";
+    case 414: return "Request-URI Too Large";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static const char *lm__default_message(int status)
+{
+    switch (status) {
+    case 400: return "Bad request";
+    case 404: return "Not found";
+    case 405: return "Method not allowed";
+    case 408: return "Request timeout";
+    case 413: return "Request size limit exceeded";
+    case 414: return "Request-URI Too Large";
+    case 426: return "Please use HTTPS protocol";
+    case 431: return "Request header or cookie too large";
+    case 500: return "An unexpected error occurred";
+    case 501: return "Not implemented";
+    case 502: return "An invalid response was received from the upstream server";
+    case 503: return "The upstream server is currently unavailable";
+    case 504: return "The upstream server is timing out";
+    case 505: return "HTTP version not supported";
+    default: return lm__reason(status);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* connection lifecycle                                                */
+
+static void lm__conn_handle_closed(uv_handle_t *h)
+{
+    lm_conn_t *c = h->data;
+    if (--c->handles > 0)
+        return;
+    lm_worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->num_conns--;
+    atomic_fetch_sub_explicit(&lm_counters.connections_active, 1, memory_order_relaxed);
+    lm_arena_destroy(c->arena);
+    free(c->buf);
+    free(c);
+    if (w->draining && w->num_conns == 0)
+        uv_async_send(&w->async); /* let the worker finish */
+}
+
+static void lm__req_detach(lm_req_t *r)
+{
+    if (r->finished)
+        return;
+    r->finished = true;
+    if (r->up) {
+        lm_upstream_abort(r->up);
+        r->up = NULL;
+    }
+    if (r->ws) {
+        lm_worker_snap_release(r->w, r->ws);
+        r->ws = NULL;
+    }
+}
+
+static void lm__conn_close(lm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->req)
+        lm__req_detach(c->req); /* the arena (and the request) go with the connection */
+    uv_close((uv_handle_t *)&c->timer, lm__conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, lm__conn_handle_closed);
+}
+
+static void lm__conn_timeout(uv_timer_t *t)
+{
+    lm_conn_t *c = t->data;
+    if (c->req && !c->req->req_body_done && c->req->resp_head_sent == false && c->req->up == NULL) {
+        lm__respond_error(c->req, 408, NULL);
+        return;
+    }
+    lm__conn_close(c);
+}
+
+static void lm__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm_conn_t *c = h->data;
+    if (c->len == c->cap && c->req == NULL && c->cap < LM_MAX_CONN_BUF) {
+        size_t ncap = c->cap * 2;
+        char *nb = realloc(c->buf, ncap);
+        if (nb) {
+            c->buf = nb;
+            c->cap = ncap;
+        }
+    }
+    b->base = c->buf + c->len;
+    b->len = c->cap - c->len;
+    if (b->len == 0)
+        b->base = NULL;
+}
+
+static void lm__linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm_conn_t *c = s->data;
+    if (nread < 0 || nread == UV_ENOBUFS)
+        lm__conn_close(c);
+    else
+        c->len = 0; /* discard */
+}
+
+static void lm__shutdown_done(uv_shutdown_t *req, int status)
+{
+    free(req);
+}
+
+/* Half-close, then discard what the client still sends for a while, so the
+ * response is not destroyed by a reset (unread data at close sends RST). */
+static void lm__conn_linger(lm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    uv_shutdown_t *sd = malloc(sizeof(*sd));
+    if (!sd || uv_shutdown(sd, (uv_stream_t *)&c->tcp, lm__shutdown_done) < 0) {
+        free(sd);
+        lm__conn_close(c);
+        return;
+    }
+    c->len = 0;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = true;
+    uv_read_start((uv_stream_t *)&c->tcp, lm__conn_alloc, lm__linger_read);
+    uv_timer_start(&c->timer, lm__conn_timeout, LM_LINGER_MS, 0);
+    c->want_close = true;
+}
+
+static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+static void lm__conn_read_start(lm_conn_t *c)
+{
+    if (!c->reading && !c->closing) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, lm__conn_alloc, lm__conn_read);
+    }
+}
+
+static void lm__conn_read_stop(lm_conn_t *c)
+{
+    if (c->reading) {
+        c->reading = false;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm_conn_t *c = s->data;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread == UV_ENOBUFS) {
+        lm__conn_read_stop(c);
+        return;
+    }
+    lm_req_t *r = c->req;
+    if (nread < 0) {
+        if (r && r->req_body_done && !r->finished) {
+            /* half-close after a complete request: answer it, then close */
+            c->want_close = true;
+            lm__conn_read_stop(c);
+            return;
+        }
+        lm__conn_close(c);
+        return;
+    }
+    c->len += (size_t)nread;
+    if (r) {
+        r->bytes_in += (size_t)nread;
+        if (!r->req_body_done)
+            lm__req_body_pump(r);
+        return;
+    }
+    lm__conn_process(c);
+}
+
+void lm_proxy_on_connection(uv_stream_t *listener, int status)
+{
+    lm_worker_t *w = listener->data;
+    if (status < 0 || w->draining)
+        return;
+    lm_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    c->w = w;
+    c->buf = malloc(LM_CONN_BUF);
+    c->cap = LM_CONN_BUF;
+    c->arena = lm_arena_create(8192);
+    if (!c->buf)
+        abort();
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->num_conns++;
+    atomic_fetch_add_explicit(&lm_counters.connections_accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lm_counters.connections_active, 1, memory_order_relaxed);
+
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            uv_ip4_name(in, c->ip, sizeof(c->ip));
+            c->port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(in6, c->ip, sizeof(c->ip));
+            c->port = ntohs(in6->sin6_port);
+        }
+    }
+    len = sizeof(ss);
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        c->local_port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                      : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_HEADER_TIMEOUT_MS, 0);
+    lm__conn_read_start(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* writing to the client                                               */
+
+typedef struct {
+    uv_write_t wr;
+    lm_req_t *r;
+    bool is_body; /* consumes resp_inflight on completion */
+} lm__cwrite_t;
+
+static void lm__client_written(uv_write_t *wr, int status)
+{
+    lm__cwrite_t *cw = (lm__cwrite_t *)wr;
+    lm_req_t *r = cw->r;
+    lm_conn_t *c = r->c;
+    r->writes_pending--;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        lm__conn_close(c);
+        return;
+    }
+    lm__req_ext_t *x = LM__EXT(r);
+    if (cw->is_body) {
+        x->resp_writing = false;
+        lm_upconn_t *u = r->up;
+        size_t n = x->resp_inflight;
+        x->resp_inflight = 0;
+        if (u && n) {
+            memmove(u->buf, u->buf + n, u->len - n);
+            u->len -= n;
+        }
+        if (u && !r->resp_done) {
+            if (x->up_eof && u->len == 0) {
+                lm__resp_end_at_close(r);
+                return;
+            }
+            lm_upstream_read_start(u);
+            if (u->len)
+                lm__resp_pump(r);
+            return;
+        }
+    }
+    if (r->resp_done && r->writes_pending == 0)
+        lm__req_finish(r);
+}
+
+static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_body)
+{
+    lm__cwrite_t *cw = lm_arena_alloc(r->arena, sizeof(*cw));
+    cw->r = r;
+    cw->is_body = is_body;
+    r->writes_pending++;
+    if (uv_write(&cw->wr, (uv_stream_t *)&r->c->tcp, bufs, n, lm__client_written) < 0) {
+        r->writes_pending--;
+        lm__conn_close(r->c);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* errors generated by the proxy                                        */
+
+static void lm__respond(lm_req_t *r, int status, const char *content_type, const char *body, size_t body_len,
+                        const char *extra_headers)
+{
+    lm_conn_t *c = r->c;
+    r->status = status;
+    /* a request body we did not read makes the connection unusable */
+    if (!r->req_body_done)
+        c->want_close = true;
+    bool keep = r->client_keepalive && !c->want_close && !c->w->draining;
+    char *head = lm_arena_sprintf(r->arena,
+                                  "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                                  "Connection: %s\r\nServer: limen/" LM_VERSION "\r\n%s\r\n",
+                                  status, lm__reason(status), lm_worker_date(c->w), content_type, body_len,
+                                  keep ? "keep-alive" : "close", extra_headers ? extra_headers : "");
+    if (!keep)
+        c->want_close = true;
+    uv_buf_t bufs[2] = { uv_buf_init(head, (unsigned)strlen(head)), uv_buf_init((char *)body, (unsigned)body_len) };
+    r->resp_head_sent = true;
+    r->resp_done = true;
+    r->bytes_out += bufs[0].len + (r->head_method ? 0 : body_len);
+    lm__client_write(r, bufs, r->head_method || body_len == 0 ? 1 : 2, false);
+}
+
+static void lm__respond_error(lm_req_t *r, int status, const char *message)
+{
+    if (!message)
+        message = lm__default_message(status);
+    char esc[512];
+    lm_json_escape(esc, sizeof(esc), message, strlen(message));
+    char *body = lm_arena_sprintf(r->arena, "{\n  \"message\":\"%s\",\n  \"request_id\":\"%s\"\n}", esc,
+                                  r->request_id);
+    if (r->up) {
+        lm_upstream_abort(r->up);
+        r->up = NULL;
+    }
+    lm__respond(r, status, "application/json; charset=utf-8", body, strlen(body), NULL);
+}
+
+/* A malformed request head: answer and close, never forward. */
+static void lm__reject_head(lm_conn_t *c, int status, const char *reason)
+{
+    lm_req_t *r = lm_arena_calloc(c->arena, sizeof(lm__req_ext_t));
+    r->c = c;
+    r->w = c->w;
+    r->arena = c->arena;
+    r->t_start = uv_now(&c->w->loop);
+    r->minor = 1;
+    r->method = LM_STR("-");
+    r->path = LM_STR("-");
+    snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)lm_worker_random(c->w),
+             (unsigned long long)lm_worker_random(c->w));
+    c->req = r;
+    c->want_close = true;
+    lm_log_debug("client %s: bad request: %s", c->ip, reason ? reason : "?");
+    lm__respond_error(r, status, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* request start                                                       */
+
+static bool lm__valid_request_id(lm_str_t v)
+{
+    if (v.len == 0 || v.len > 200)
+        return false;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.ptr[i] <= 0x20 || (unsigned char)v.ptr[i] >= 0x7f || v.ptr[i] == '"' || v.ptr[i] == '\\')
+            return false;
+    return true;
+}
+
+/* Appends s to the buffer being built (arena-grown). */
+typedef struct {
+    lm_arena_t *a;
+    char *p;
+    size_t len, cap;
+} lm__sb_t;
+
+static void lm__sb_put(lm__sb_t *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t ncap = LM_MAX(b->cap * 2, b->len + n + 256);
+        char *np = lm_arena_alloc(b->a, ncap);
+        memcpy(np, b->p, b->len);
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+#define LM__SB_LIT(b, lit) lm__sb_put((b), (lit), sizeof(lit) - 1)
+static void lm__sb_str(lm__sb_t *b, lm_str_t s) { lm__sb_put(b, s.ptr, s.len); }
+static void lm__sb_cstr(lm__sb_t *b, const char *s) { lm__sb_put(b, s, strlen(s)); }
+
+/* Upstream path per Kong's path_handling (Route docs, and Kong's router:
+ * get_upstream_uri for v0, the "v1" branch of the traditional router).
+ * base is the service path ("/" when unset), req the request path, post
+ * what follows the stripped prefix (the request path without its first
+ * slash when nothing was stripped, as Kong's uri_postfix). */
+static void lm__upstream_path(lm__sb_t *b, lm_str_t base, lm_str_t req, lm_str_t post, bool strip, bool v1)
+{
+    if (base.len == 0)
+        base = LM_STR("/");
+    bool base_slash = base.ptr[base.len - 1] == '/';
+    lm_str_t base_trim = { base.ptr, base_slash ? base.len - 1 : base.len };
+    lm_str_t req_tail = req.len && req.ptr[0] == '/' ? (lm_str_t){ req.ptr + 1, req.len - 1 } : req;
+    bool post_slash = post.len && post.ptr[0] == '/';
+    bool req_trailing_slash = req.len && req.ptr[req.len - 1] == '/';
+
+    if (v1) {
+        if (!strip) { /* the incoming path without its first slash, after the service path */
+            lm__sb_str(b, base);
+            lm__sb_str(b, req_tail);
+        } else {
+            lm__sb_str(b, base_slash && post_slash ? base_trim : base);
+            lm__sb_str(b, post);
+        }
+        return;
+    }
+    if (base_slash) {
+        if (!strip) {
+            lm__sb_str(b, base);
+            lm__sb_str(b, req_tail);
+        } else if (post.len == 0) {
+            lm__sb_str(b, base.len == 1 || req_trailing_slash ? base : base_trim);
+        } else {
+            lm__sb_str(b, post_slash ? base_trim : base);
+            lm__sb_str(b, post);
+        }
+        return;
+    }
+    if (!strip) {
+        lm__sb_str(b, base);
+        if (!(req.len == 1 && req.ptr[0] == '/'))
+            lm__sb_str(b, req);
+    } else if (post.len == 0) {
+        lm__sb_str(b, base);
+        if (req.len > 1 && req_trailing_slash)
+            LM__SB_LIT(b, "/");
+    } else {
+        lm__sb_str(b, base);
+        if (!post_slash)
+            LM__SB_LIT(b, "/");
+        lm__sb_str(b, post);
+    }
+}
+
+static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_route_match_t *m)
+{
+    lm_conn_t *c = r->c;
+    const lm_route_t *route = r->rrt->route;
+    lm__sb_t b = { r->arena, NULL, 0, 0 };
+    b.cap = 512 + h->target.len + h->num_headers * 64;
+    b.p = lm_arena_alloc(r->arena, b.cap);
+
+    lm__sb_str(&b, h->method);
+    LM__SB_LIT(&b, " ");
+    lm_str_t post = h->path; /* Kong's uri_postfix: after the stripped prefix, else after the first '/' */
+    lm_str_t prefix = LM_STR_NULL;
+    if (route->strip_path && m->prefix_len > 0 && m->prefix_len <= post.len) {
+        prefix = (lm_str_t){ post.ptr, m->prefix_len };
+        post.ptr += m->prefix_len;
+        post.len -= m->prefix_len;
+    } else if (post.len && post.ptr[0] == '/') {
+        post.ptr++;
+        post.len--;
+    }
+    bool v1 = route->path_handling && strcmp(route->path_handling, "v1") == 0;
+    lm__upstream_path(&b, r->srt->path, h->path, post, route->strip_path, v1);
+    if (h->query.ptr) {
+        LM__SB_LIT(&b, "?");
+        lm__sb_str(&b, h->query);
+    }
+    LM__SB_LIT(&b, " HTTP/1.1\r\nHost: ");
+    if (route->preserve_host && h->host.len)
+        lm__sb_str(&b, h->host);
+    else
+        lm__sb_str(&b, r->peer->host_header);
+    LM__SB_LIT(&b, "\r\n");
+
+    bool xff_done = false;
+    lm_str_t via_in = LM_STR_NULL;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        const lm_http_header_t *hd = &h->headers[i];
+        if (hd->flags & LM_HDR_F_HOP)
+            continue;
+        switch (hd->id) {
+        case LM_HDR_HOST:
+        case LM_HDR_CONTENT_LENGTH:
+        case LM_HDR_TRANSFER_ENCODING:
+        case LM_HDR_EXPECT:
+        case LM_HDR_X_FORWARDED_PROTO:
+        case LM_HDR_X_FORWARDED_HOST:
+        case LM_HDR_X_FORWARDED_PORT:
+        case LM_HDR_X_FORWARDED_PREFIX:
+        case LM_HDR_X_REAL_IP:
+        case LM_HDR_X_REQUEST_ID:
+            continue;
+        case LM_HDR_VIA:
+            via_in = hd->value;
+            continue;
+        case LM_HDR_X_FORWARDED_FOR:
+            if (xff_done)
+                continue;
+            /* one header: every X-Forwarded-For value in order, then the client */
+            LM__SB_LIT(&b, "X-Forwarded-For: ");
+            for (size_t j = i; j < h->num_headers; j++) {
+                if (h->headers[j].id == LM_HDR_X_FORWARDED_FOR && h->headers[j].value.len) {
+                    lm__sb_str(&b, h->headers[j].value);
+                    LM__SB_LIT(&b, ", ");
+                }
+            }
+            lm__sb_cstr(&b, c->ip);
+            LM__SB_LIT(&b, "\r\n");
+            xff_done = true;
+            continue;
+        default:
+            break;
+        }
+        lm__sb_str(&b, hd->name);
+        LM__SB_LIT(&b, ": ");
+        lm__sb_str(&b, hd->value);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    if (!xff_done) {
+        LM__SB_LIT(&b, "X-Forwarded-For: ");
+        lm__sb_cstr(&b, c->ip);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    LM__SB_LIT(&b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    lm_str_t host = h->host;
+    for (size_t i = host.len; i > 0; i--) { /* strip ":port" (not inside an IPv6 literal) */
+        if (host.ptr[i - 1] == ':') {
+            host.len = i - 1;
+            break;
+        }
+        if (host.ptr[i - 1] == ']' || host.ptr[i - 1] < '0' || host.ptr[i - 1] > '9')
+            break;
+    }
+    lm__sb_str(&b, host);
+    char tmp[96];
+    int n = snprintf(tmp, sizeof(tmp), "\r\nX-Forwarded-Port: %d\r\nX-Real-IP: ", c->local_port);
+    lm__sb_put(&b, tmp, (size_t)n);
+    lm__sb_cstr(&b, c->ip);
+    LM__SB_LIT(&b, "\r\n");
+    if (prefix.len) {
+        LM__SB_LIT(&b, "X-Forwarded-Prefix: ");
+        lm__sb_str(&b, prefix);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    LM__SB_LIT(&b, "X-Request-Id: ");
+    lm__sb_cstr(&b, r->request_id);
+    LM__SB_LIT(&b, "\r\nVia: ");
+    if (via_in.len) {
+        lm__sb_str(&b, via_in);
+        LM__SB_LIT(&b, ", ");
+    }
+    n = snprintf(tmp, sizeof(tmp), "1.%d limen\r\n", r->minor);
+    lm__sb_put(&b, tmp, (size_t)n);
+    if (r->req_body == LM_BODY_LENGTH) {
+        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n", (unsigned long long)r->req_left);
+        lm__sb_put(&b, tmp, (size_t)n);
+    } else if (r->req_body == LM_BODY_CHUNKED) {
+        LM__SB_LIT(&b, "Transfer-Encoding: chunked\r\n");
+    }
+    LM__SB_LIT(&b, "\r\n");
+    r->up_head = b.p;
+    r->up_head_len = b.len;
+}
+
+static const lm_peer_t *lm__pick_peer(lm_req_t *r)
+{
+    lm_svc_rt_t *s = r->srt;
+    unsigned i = atomic_fetch_add_explicit(&s->rr, 1, memory_order_relaxed);
+    return &s->peers[i % s->num_peers];
+}
+
+/* Returns after the request is either answered or handed to an upstream. */
+static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
+{
+    lm_worker_t *w = c->w;
+    lm__req_ext_t *x = lm_arena_calloc(c->arena, sizeof(*x));
+    lm_req_t *r = &x->r;
+    r->c = c;
+    r->w = w;
+    r->arena = c->arena;
+    r->t_start = uv_now(&w->loop);
+    r->minor = h->minor_version;
+    r->client_keepalive = h->keep_alive;
+    r->method = lm_arena_strdup_str(r->arena, h->method);
+    r->path = lm_arena_strdup_str(r->arena, h->path);
+    r->host = lm_arena_strdup_str(r->arena, h->host);
+    r->head_method = lm_str_eq(h->method, LM_STR("HEAD"));
+    r->req_body = h->body_kind;
+    r->req_left = h->body_kind == LM_BODY_LENGTH ? h->content_length : 0;
+    r->req_body_done = h->body_kind == LM_BODY_NONE || (h->body_kind == LM_BODY_LENGTH && h->content_length == 0);
+    r->expect_continue = h->expect_continue && !r->req_body_done && h->minor_version == 1;
+    r->bytes_in = head_len;
+    r->ws = lm_worker_snap_acquire(w);
+    c->req = r;
+    c->requests++;
+    atomic_fetch_add_explicit(&lm_counters.requests_total, 1, memory_order_relaxed);
+    uv_timer_stop(&c->timer);
+
+    const lm_http_header_t *rid = lm_http1_find(h->headers, h->num_headers, LM_HDR_X_REQUEST_ID);
+    if (rid && lm__valid_request_id(rid->value))
+        snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)LM_MIN(rid->value.len, 39), rid->value.ptr);
+    else
+        snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)lm_worker_random(w),
+                 (unsigned long long)lm_worker_random(w));
+
+    lm_snapshot_t *snap = r->ws->snap;
+    lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path, .sni = LM_STR_NULL,
+                         .protocol = "http", .port = c->local_port, .headers = h->headers,
+                         .num_headers = h->num_headers };
+    lm_route_match_t m;
+    int status = 0;
+    const char *msg = NULL;
+    if (lm_str_eq(h->method, LM_STR("CONNECT"))) {
+        status = 405;
+        msg = "Method not allowed";
+    } else if (lm_router_match(snap->router, &q, &m) != LM_OK) {
+        status = 404;
+        msg = "no Route matched with those values";
+    } else {
+        r->rrt = &snap->routes[m.route->index];
+        r->srt = r->rrt->svc;
+        if (m.protocol_mismatch) {
+            status = r->rrt->route->https_redirect_status_code;
+            msg = status == 426 ? "Please use HTTPS protocol" : NULL;
+        } else if (r->srt == NULL) {
+            status = 503;
+            msg = "no Service found with those values";
+        } else if (r->srt->resolve_error) {
+            status = 503;
+            msg = r->srt->resolve_error;
+        } else if (r->srt->unsupported_protocol || r->srt->num_peers == 0) {
+            status = 502;
+        } else {
+            r->peer = lm__pick_peer(r);
+            lm__build_upstream_head(r, h, &m);
+        }
+    }
+
+    /* the head is no longer needed: keep only what follows it */
+    memmove(c->buf, c->buf + head_len, c->len - head_len);
+    c->len -= head_len;
+
+    /* a chunked body that is already here is checked before anything is
+     * forwarded, so a malformed one never reaches the upstream */
+    if (!status && r->req_body == LM_BODY_CHUNKED && c->len) {
+        char *scratch = lm_arena_alloc(r->arena, c->len);
+        memcpy(scratch, c->buf, c->len);
+        lm_chunked_t d;
+        memset(&d, 0, sizeof(d));
+        size_t dl = c->len, rest = 0;
+        if (lm_chunked_decode(&d, scratch, &dl, &rest) == LM_ERROR) {
+            status = 400;
+            msg = "Bad request";
+        }
+    }
+
+    if (status) {
+        if (status >= 301 && status <= 308) {
+            char *loc = lm_arena_sprintf(r->arena, "Location: https://%.*s%.*s%s%.*s\r\n", LM_STR_FMT(r->host),
+                                         LM_STR_FMT(h->path), h->query.ptr ? "?" : "", (int)h->query.len,
+                                         h->query.ptr ? h->query.ptr : "");
+            lm__respond(r, status, "text/plain", "", 0, loc);
+            return;
+        }
+        if (status == 426) {
+            char esc[64];
+            lm_json_escape(esc, sizeof(esc), msg, strlen(msg));
+            char *body = lm_arena_sprintf(r->arena, "{\n  \"message\":\"%s\",\n  \"request_id\":\"%s\"\n}", esc,
+                                          r->request_id);
+            lm__respond(r, 426, "application/json; charset=utf-8", body, strlen(body),
+                        "Upgrade: TLS/1.2, HTTP/1.1\r\n");
+            return;
+        }
+        lm__respond_error(r, status, msg);
+        return;
+    }
+    if (r->expect_continue) {
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
+        lm__client_write(r, &b, 1, false);
+    }
+    x->upstream_head_pending = true;
+    lm_upstream_acquire(r, r->peer);
+}
+
+static void lm__conn_process(lm_conn_t *c)
+{
+    lm_worker_t *w = c->w;
+    while (!c->closing && c->req == NULL) {
+        if (c->len == 0) {
+            if (c->want_close || w->draining) {
+                lm__conn_close(c);
+                return;
+            }
+            uv_timer_start(&c->timer, lm__conn_timeout,
+                           c->requests ? LM_CLIENT_KEEPALIVE_TIMEOUT_MS : LM_CLIENT_HEADER_TIMEOUT_MS, 0);
+            lm__conn_read_start(c);
+            return;
+        }
+        lm_http_header_t headers[LM_MAX_REQ_HEADERS];
+        lm_http1_request_t h;
+        memset(&h, 0, sizeof(h));
+        h.headers = headers;
+        h.headers_cap = LM_MAX_REQ_HEADERS;
+        lm_http1_limits_t lim = LM_HTTP1_DEFAULT_LIMITS;
+        int rc = lm_http1_parse_request(c->buf, c->len, &lim, &h);
+        if (rc == LM_AGAIN) {
+            if (c->len >= lim.max_head) {
+                lm__reject_head(c, 431, "request header too large");
+                return;
+            }
+            uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_HEADER_TIMEOUT_MS, 0);
+            lm__conn_read_start(c);
+            return;
+        }
+        if (rc < 0) {
+            lm__reject_head(c, h.error_status ? h.error_status : 400, h.error_reason);
+            return;
+        }
+        lm__req_start(c, &h, (size_t)rc); /* body bytes wait in the buffer for the upstream */
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* request body: client -> upstream                                    */
+
+/* Writes the pending head (first time on this connection) and the next body
+ * piece available in the client buffer. */
+static void lm__req_body_pump(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_conn_t *c = r->c;
+    lm_upconn_t *u = r->up;
+    if (!u || !u->connected || u->writing || r->finished)
+        return;
+    uv_buf_t bufs[5];
+    unsigned n = 0;
+    if (x->upstream_head_pending) {
+        bufs[n++] = uv_buf_init(r->up_head, (unsigned)r->up_head_len);
+        x->upstream_head_pending = false;
+        r->up_head_sent = true;
+    }
+    if (!r->req_body_done && c->len > 0) {
+        if (r->req_body == LM_BODY_LENGTH) {
+            size_t take = (size_t)LM_MIN((uint64_t)c->len, r->req_left);
+            bufs[n++] = uv_buf_init(c->buf, (unsigned)take);
+            x->req_inflight = take;
+            r->req_left -= take;
+            if (r->req_left == 0)
+                r->req_body_done = true;
+        } else { /* chunked: decode in place, re-frame */
+            size_t dl = c->len, rest = 0;
+            int rc = lm_chunked_decode(&r->req_chunked, c->buf, &dl, &rest);
+            if (rc == LM_ERROR) {
+                if (!r->req_body_started && n == 1 && !r->resp_head_sent) {
+                    lm__respond_error(r, 400, NULL);
+                } else {
+                    lm__conn_close(c);
+                }
+                return;
+            }
+            c->len = dl + rest;
+            x->req_inflight = dl;
+            if (dl) {
+                int hl = snprintf(x->req_chunk_hdr, sizeof(x->req_chunk_hdr), "%zx\r\n", dl);
+                bufs[n++] = uv_buf_init(x->req_chunk_hdr, (unsigned)hl);
+                bufs[n++] = uv_buf_init(c->buf, (unsigned)dl);
+                bufs[n++] = uv_buf_init("\r\n", 2);
+            }
+            if (rc == LM_OK) {
+                r->req_body_done = true;
+                bufs[n++] = uv_buf_init("0\r\n\r\n", 5);
+            }
+        }
+        if (x->req_inflight)
+            r->req_body_started = true;
+    }
+    if (n == 0)
+        return;
+    if (lm_upstream_write(u, bufs, n) != LM_OK) {
+        lm_proxy_upstream_error(r, 502, "write failed", false);
+        return;
+    }
+    lm_upstream_set_timer(u, (uint64_t)r->srt->svc->write_timeout);
+    if (r->t_upstream_sent == 0)
+        r->t_upstream_sent = uv_now(&r->w->loop);
+}
+
+void lm_proxy_upstream_ready(lm_req_t *r)
+{
+    LM__EXT(r)->upstream_head_pending = true;
+    lm__req_body_pump(r);
+}
+
+void lm_proxy_upstream_write_done(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_conn_t *c = r->c;
+    if (x->req_inflight) {
+        memmove(c->buf, c->buf + x->req_inflight, c->len - x->req_inflight);
+        c->len -= x->req_inflight;
+        x->req_inflight = 0;
+    }
+    if (!r->req_body_done) {
+        if (c->len)
+            lm__req_body_pump(r);
+        else
+            lm_upstream_set_timer(r->up, (uint64_t)r->srt->svc->write_timeout);
+        lm__conn_read_start(c);
+        if (!c->reading)
+            return;
+        uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_BODY_TIMEOUT_MS, 0);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    if (!r->resp_head_sent)
+        lm_upstream_set_timer(r->up, (uint64_t)r->srt->svc->read_timeout);
+    lm__conn_read_start(c); /* notice a client that goes away */
+}
+
+/* ------------------------------------------------------------------ */
+/* response: upstream -> client                                        */
+
+/* Builds the client response head into the arena (every slice of resp is
+ * copied) and stashes it for the first write. */
+static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
+{
+    lm_conn_t *c = r->c;
+    lm_server_t *srv = r->w->srv;
+    lm__sb_t b = { r->arena, NULL, 0, 0 };
+    b.cap = 256 + resp->num_headers * 64;
+    b.p = lm_arena_alloc(r->arena, b.cap);
+    char tmp[160];
+    int n = snprintf(tmp, sizeof(tmp), "HTTP/1.1 %d ", resp->status);
+    lm__sb_put(&b, tmp, (size_t)n);
+    if (resp->reason.len)
+        lm__sb_str(&b, resp->reason);
+    else
+        lm__sb_cstr(&b, lm__reason(resp->status));
+    LM__SB_LIT(&b, "\r\n");
+    lm_str_t via_in = LM_STR_NULL;
+    lm_str_t cl = LM_STR_NULL;
+    for (size_t i = 0; i < resp->num_headers; i++) {
+        const lm_http_header_t *hd = &resp->headers[i];
+        if (hd->flags & LM_HDR_F_HOP)
+            continue;
+        if (hd->id == LM_HDR_CONTENT_LENGTH) {
+            cl = hd->value;
+            continue;
+        }
+        if (hd->id == LM_HDR_TRANSFER_ENCODING)
+            continue;
+        if (hd->id == LM_HDR_VIA) {
+            via_in = hd->value;
+            continue;
+        }
+        lm__sb_str(&b, hd->name);
+        LM__SB_LIT(&b, ": ");
+        lm__sb_str(&b, hd->value);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    r->resp_body = resp->body_kind;
+    r->resp_left = resp->content_length;
+    if (resp->body_kind == LM_BODY_LENGTH) {
+        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n", (unsigned long long)resp->content_length);
+        lm__sb_put(&b, tmp, (size_t)n);
+    } else if (resp->body_kind == LM_BODY_NONE) {
+        if (cl.len) { /* HEAD and 304 keep the representation's length */
+            LM__SB_LIT(&b, "Content-Length: ");
+            lm__sb_str(&b, cl);
+            LM__SB_LIT(&b, "\r\n");
+        }
+    } else if (r->minor == 1) {
+        LM__SB_LIT(&b, "Transfer-Encoding: chunked\r\n");
+        r->resp_chunked_out = true;
+    } else {
+        c->want_close = true; /* HTTP/1.0 client: the close ends the body */
+    }
+    LM__SB_LIT(&b, "Via: ");
+    if (via_in.len) {
+        lm__sb_str(&b, via_in);
+        LM__SB_LIT(&b, ", ");
+    }
+    LM__SB_LIT(&b, "1.1 limen\r\n");
+    if (srv->opts.latency_headers) {
+        uint64_t sent = r->t_upstream_sent ? r->t_upstream_sent : r->t_upstream_head;
+        n = snprintf(tmp, sizeof(tmp), "X-Limen-Upstream-Latency: %llu\r\nX-Limen-Proxy-Latency: %llu\r\n",
+                     (unsigned long long)(r->t_upstream_head - sent), (unsigned long long)(sent - r->t_start));
+        lm__sb_put(&b, tmp, (size_t)n);
+    }
+    bool keep = r->client_keepalive && !c->want_close && !r->w->draining;
+    if (!keep) {
+        c->want_close = true;
+        LM__SB_LIT(&b, "Connection: close\r\n");
+    } else if (r->minor == 0) {
+        LM__SB_LIT(&b, "Connection: keep-alive\r\n");
+    }
+    LM__SB_LIT(&b, "\r\n");
+    r->status = resp->status;
+    r->resp_head_sent = true;
+    r->bytes_out += b.len;
+    LM__EXT(r)->resp_head = b.p;
+    LM__EXT(r)->resp_head_len = b.len;
+}
+
+/* Sends the stashed head and/or the next body piece in the upstream buffer. */
+static void lm__resp_pump(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_upconn_t *u = r->up;
+    if (!u || x->resp_writing || r->finished)
+        return;
+    uv_buf_t bufs[5];
+    unsigned n = 0;
+    if (x->resp_head) {
+        bufs[n++] = uv_buf_init(x->resp_head, (unsigned)x->resp_head_len);
+        x->resp_head = NULL;
+    }
+    size_t piece = 0;
+    bool framed = r->resp_chunked_out;
+    switch (r->resp_body) {
+    case LM_BODY_LENGTH:
+        piece = (size_t)LM_MIN((uint64_t)u->len, r->resp_left);
+        r->resp_left -= piece;
+        if (piece)
+            bufs[n++] = uv_buf_init(u->buf, (unsigned)piece);
+        if (r->resp_left == 0)
+            r->resp_done = true;
+        break;
+    case LM_BODY_CHUNKED: {
+        size_t dl = u->len, rest = 0;
+        int rc = lm_chunked_decode(&r->resp_chunked, u->buf, &dl, &rest);
+        if (rc == LM_ERROR) {
+            lm_log_warn("invalid chunked body from upstream %s", u->pool->key);
+            lm__conn_close(r->c);
+            return;
+        }
+        u->len = dl + rest;
+        piece = dl;
+        if (dl && framed) {
+            int hl = snprintf(x->resp_chunk_hdr, sizeof(x->resp_chunk_hdr), "%zx\r\n", dl);
+            bufs[n++] = uv_buf_init(x->resp_chunk_hdr, (unsigned)hl);
+            bufs[n++] = uv_buf_init(u->buf, (unsigned)dl);
+            bufs[n++] = uv_buf_init("\r\n", 2);
+        } else if (dl) {
+            bufs[n++] = uv_buf_init(u->buf, (unsigned)dl);
+        }
+        if (rc == LM_OK) {
+            r->resp_done = true;
+            if (framed)
+                bufs[n++] = uv_buf_init("0\r\n\r\n", 5);
+        }
+        break;
+    }
+    case LM_BODY_UNTIL_CLOSE:
+        piece = u->len;
+        if (piece && framed) {
+            int hl = snprintf(x->resp_chunk_hdr, sizeof(x->resp_chunk_hdr), "%zx\r\n", piece);
+            bufs[n++] = uv_buf_init(x->resp_chunk_hdr, (unsigned)hl);
+            bufs[n++] = uv_buf_init(u->buf, (unsigned)piece);
+            bufs[n++] = uv_buf_init("\r\n", 2);
+        } else if (piece) {
+            bufs[n++] = uv_buf_init(u->buf, (unsigned)piece);
+        }
+        break;
+    default:
+        r->resp_done = true;
+        break;
+    }
+    x->resp_inflight = piece;
+    r->bytes_out += piece;
+    if (n == 0)
+        return;
+    x->resp_writing = true;
+    lm__client_write(r, bufs, n, true);
+    if (r->up)
+        lm_upstream_set_timer(u, r->resp_done ? 0 : (uint64_t)r->srt->svc->read_timeout);
+}
+
+void lm_proxy_upstream_data(lm_req_t *r)
+{
+    lm_upconn_t *u = r->up;
+    if (r->resp_head_sent) {
+        lm__resp_pump(r);
+        return;
+    }
+    for (;;) {
+        lm_http_header_t headers[LM_MAX_REQ_HEADERS];
+        lm_http1_response_t resp;
+        memset(&resp, 0, sizeof(resp));
+        resp.headers = headers;
+        resp.headers_cap = LM_MAX_REQ_HEADERS;
+        int rc = lm_http1_parse_response(u->buf, u->len, u->cap, r->head_method, &resp);
+        if (rc == LM_AGAIN) {
+            if (u->len >= u->cap)
+                lm_proxy_upstream_error(r, 502, "upstream response head too large", false);
+            return;
+        }
+        if (rc < 0 || resp.status == 101) {
+            lm_log_warn("invalid response from upstream %s: %s", u->pool->key,
+                        resp.error_reason ? resp.error_reason : "unexpected 101");
+            lm_proxy_upstream_error(r, 502, "invalid response", false);
+            return;
+        }
+        size_t hl = (size_t)rc;
+        if (resp.status >= 200) {
+            r->t_upstream_head = uv_now(&r->w->loop);
+            r->resp_upstream_reusable = resp.keep_alive && resp.body_kind != LM_BODY_UNTIL_CLOSE;
+            lm__resp_head(r, &resp); /* copies every slice it needs */
+        }
+        memmove(u->buf, u->buf + hl, u->len - hl);
+        u->len -= hl;
+        if (resp.status >= 200)
+            break;
+        if (u->len == 0) /* interim 1xx response skipped; wait for the final one */
+            return;
+    }
+    lm__resp_pump(r);
+}
+
+void lm_proxy_upstream_eof(lm_req_t *r)
+{
+    lm_upconn_t *u = r->up;
+    if (!r->resp_head_sent) {
+        /* a kept-alive connection the peer closed before answering: try a new one */
+        bool stale = u->requests > 0 && u->len == 0 && !r->req_body_started;
+        lm_proxy_upstream_error(r, 502, "upstream closed the connection", stale);
+        return;
+    }
+    if (r->resp_body == LM_BODY_UNTIL_CLOSE && !r->resp_done) {
+        LM__EXT(r)->up_eof = true;
+        r->resp_upstream_reusable = false;
+        lm_upstream_read_stop(u);
+        if (!LM__EXT(r)->resp_writing)
+            lm__resp_end_at_close(r);
+        return;
+    }
+    if (r->resp_done)
+        return;
+    /* the upstream died in the middle of a delimited body: the client must see a truncation */
+    atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+    lm_log_warn("upstream %s closed the connection in the middle of the response", u->pool->key);
+    lm__conn_close(r->c);
+}
+
+/* The upstream closed a close-delimited body: end it for the client. */
+static void lm__resp_end_at_close(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    r->resp_done = true;
+    if (r->resp_chunked_out) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        x->resp_writing = true;
+        lm__client_write(r, &b, 1, true);
+        return;
+    }
+    if (r->writes_pending == 0)
+        lm__req_finish(r);
+}
+
+void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retryable)
+{
+    if (r->up) {
+        lm_upstream_abort(r->up);
+        r->up = NULL;
+    }
+    if (r->resp_head_sent) {
+        lm__conn_close(r->c);
+        return;
+    }
+    int max_tries = r->srt->svc->retries;
+    if (retryable && !r->req_body_started && r->tries < max_tries) {
+        r->tries++;
+        r->peer = lm__pick_peer(r);
+        LM__EXT(r)->upstream_head_pending = true;
+        lm_upstream_acquire(r, r->peer);
+        return;
+    }
+    lm_log_info("request %s to %s failed: %s", r->request_id, r->peer ? r->peer->key : "?", why);
+    lm__respond_error(r, status, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* request end                                                         */
+
+static void lm__access_log(lm_req_t *r, uint64_t total_ms, int64_t up_ms)
+{
+    int fd = r->w->srv->access_log_fd;
+    if (fd < 0)
+        return;
+    char path[512], line[1400];
+    lm_json_escape(path, sizeof(path), r->path.ptr, r->path.len);
+    int n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%s\",\"client_ip\":\"%s\",\"method\":\"%.*s\",\"path\":\"%s\",\"status\":%d,"
+                     "\"service\":\"%s\",\"route\":\"%s\",\"latency_ms\":%llu,\"upstream_latency_ms\":%lld,"
+                     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"request_id\":\"%s\"}\n",
+                     lm_worker_date(r->w), r->c->ip, (int)LM_MIN(r->method.len, 32), r->method.ptr, path, r->status,
+                     r->srt ? r->srt->label : "", r->rrt ? r->rrt->label : "", (unsigned long long)total_ms,
+                     (long long)up_ms, (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+                     r->request_id);
+    if (n > 0) {
+        ssize_t wn = write(fd, line, (size_t)LM_MIN((size_t)n, sizeof(line) - 1));
+        (void)wn;
+    }
+}
+
+static void lm__req_finish(lm_req_t *r)
+{
+    lm_conn_t *c = r->c;
+    lm_worker_t *w = r->w;
+    uint64_t now = uv_now(&w->loop);
+    uint64_t total = now - r->t_start;
+    int64_t up_ms = r->t_upstream_head ? (int64_t)(r->t_upstream_head - (r->t_upstream_sent ? r->t_upstream_sent : r->t_start)) : -1;
+    lm_metrics_block_t *mb = r->rrt ? lm_snapshot_route_metrics(r->rrt)
+                                    : (r->ws ? r->ws->snap->no_route_metrics : NULL);
+    if (mb)
+        lm_metrics_record(mb, r->status, total, up_ms, r->bytes_in, r->bytes_out);
+    lm__access_log(r, total, up_ms);
+
+    if (r->up) {
+        lm_upconn_t *u = r->up;
+        r->up = NULL;
+        bool reusable = r->resp_upstream_reusable && r->req_body_done && u->len == 0 && !LM__EXT(r)->resp_writing;
+        lm_upstream_release(u, reusable);
+    }
+    if (!r->req_body_done)
+        c->want_close = true;
+    r->finished = true;
+    if (r->ws)
+        lm_worker_snap_release(w, r->ws);
+    c->req = NULL;
+    lm_arena_reset(c->arena);
+    if (c->want_close) {
+        if (c->len > 0)
+            lm__conn_linger(c);
+        else
+            lm__conn_close(c);
+        return;
+    }
+    lm__conn_process(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* draining                                                            */
+
+void lm_proxy_close_idle(lm_worker_t *w)
+{
+    for (lm_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->req == NULL)
+            lm__conn_close(c);
+        else
+            c->want_close = true;
+    }
+}
+
+void lm_proxy_close_all(lm_worker_t *w)
+{
+    for (lm_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        lm__conn_close(c);
+    }
+}

@@ -1,0 +1,266 @@
+/*
+ * upstream.c - connections to upstream peers and the per-worker keep-alive
+ * pool. A connection is owned by one request while busy and by the pool
+ * while idle; idle connections keep reading so that a peer's close (or any
+ * unexpected byte) retires them at once.
+ */
+#include "lm_proxy.h"
+#include "lm_log.h"
+
+#include <stdlib.h>
+
+static void lm__up_close(lm_upconn_t *u);
+
+static void lm__up_handle_closed(uv_handle_t *h)
+{
+    lm_upconn_t *u = h->data;
+    if (--u->handles == 0) {
+        free(u->buf);
+        free(u);
+    }
+}
+
+static void lm__pool_unlink(lm_upconn_t *u)
+{
+    lm_pool_t *p = u->pool;
+    if (!u->idle)
+        return;
+    if (u->prev_idle)
+        u->prev_idle->next_idle = u->next_idle;
+    else
+        p->head = u->next_idle;
+    if (u->next_idle)
+        u->next_idle->prev_idle = u->prev_idle;
+    u->next_idle = u->prev_idle = NULL;
+    u->idle = false;
+    p->count--;
+}
+
+static void lm__up_close(lm_upconn_t *u)
+{
+    if (u->closing)
+        return;
+    u->closing = true;
+    lm__pool_unlink(u);
+    u->req = NULL;
+    uv_close((uv_handle_t *)&u->timer, lm__up_handle_closed);
+    uv_close((uv_handle_t *)&u->tcp, lm__up_handle_closed);
+}
+
+static lm_pool_t *lm__pool(lm_worker_t *w, const lm_peer_t *peer)
+{
+    lm_pool_t *p = lm_map_get(&w->pools, lm_str(peer->key));
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            abort();
+        snprintf(p->key, sizeof(p->key), "%s", peer->key);
+        lm_map_put(&w->pools, lm_str(p->key), p);
+    }
+    return p;
+}
+
+static void lm__up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm_upconn_t *u = h->data;
+    if (u->len >= u->cap) {
+        b->base = NULL;
+        b->len = 0;
+        return;
+    }
+    b->base = u->buf + u->len;
+    b->len = u->cap - u->len;
+}
+
+static void lm__up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm_upconn_t *u = s->data;
+    if (nread == 0 || u->closing)
+        return;
+    if (u->req == NULL) {
+        /* idle: the peer closed or sent something unsolicited */
+        lm__up_close(u);
+        return;
+    }
+    lm_req_t *r = u->req;
+    if (nread == UV_ENOBUFS) {
+        lm_upstream_read_stop(u);
+        return;
+    }
+    if (nread < 0) {
+        lm_proxy_upstream_eof(r);
+        return;
+    }
+    u->len += (size_t)nread;
+    lm_proxy_upstream_data(r);
+}
+
+void lm_upstream_read_start(lm_upconn_t *u)
+{
+    if (!u->reading && !u->closing) {
+        u->reading = true;
+        uv_read_start((uv_stream_t *)&u->tcp, lm__up_alloc, lm__up_read);
+    }
+}
+
+void lm_upstream_read_stop(lm_upconn_t *u)
+{
+    if (u->reading) {
+        u->reading = false;
+        uv_read_stop((uv_stream_t *)&u->tcp);
+    }
+}
+
+static void lm__up_timeout(uv_timer_t *t)
+{
+    lm_upconn_t *u = t->data;
+    if (u->req == NULL) { /* idle timeout */
+        lm__up_close(u);
+        return;
+    }
+    lm_req_t *r = u->req;
+    atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+    if (!u->connected)
+        lm_proxy_upstream_error(r, 504, "upstream connect timed out", true);
+    else
+        lm_proxy_upstream_error(r, 504, u->writing ? "upstream write timed out" : "upstream read timed out", false);
+}
+
+void lm_upstream_set_timer(lm_upconn_t *u, uint64_t ms)
+{
+    if (u->closing)
+        return;
+    if (ms == 0)
+        uv_timer_stop(&u->timer);
+    else
+        uv_timer_start(&u->timer, lm__up_timeout, ms, 0);
+}
+
+static void lm__up_connected(uv_connect_t *creq, int status)
+{
+    lm_upconn_t *u = creq->data;
+    if (u->closing)
+        return;
+    lm_req_t *r = u->req;
+    if (status < 0) {
+        atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+        if (r) {
+            lm_log_debug("connect to %s failed: %s", u->pool->key, uv_strerror(status));
+            lm_proxy_upstream_error(r, 502, uv_strerror(status), true);
+        } else {
+            lm__up_close(u);
+        }
+        return;
+    }
+    u->connected = true;
+    uv_tcp_nodelay(&u->tcp, 1);
+    if (!r) {
+        lm__up_close(u);
+        return;
+    }
+    lm_upstream_read_start(u);
+    lm_proxy_upstream_ready(r);
+}
+
+void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer)
+{
+    lm_worker_t *w = r->w;
+    lm_pool_t *p = lm__pool(w, peer);
+    while (p->head) {
+        lm_upconn_t *u = p->head;
+        lm__pool_unlink(u);
+        if (u->closing)
+            continue;
+        u->req = r;
+        u->len = 0;
+        r->up = u;
+        uv_timer_stop(&u->timer);
+        lm_proxy_upstream_ready(r);
+        return;
+    }
+    lm_upconn_t *u = calloc(1, sizeof(*u));
+    u->buf = malloc(LM_UP_BUF);
+    if (!u || !u->buf)
+        abort();
+    u->cap = LM_UP_BUF;
+    u->w = w;
+    u->pool = p;
+    u->req = r;
+    r->up = u;
+    uv_tcp_init(&w->loop, &u->tcp);
+    uv_timer_init(&w->loop, &u->timer);
+    u->handles = 2;
+    u->tcp.data = u->timer.data = u->connect_req.data = u->write_req.data = u;
+    int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&peer->addr, lm__up_connected);
+    if (rc < 0) {
+        lm_proxy_upstream_error(r, 502, uv_strerror(rc), true);
+        return;
+    }
+    lm_upstream_set_timer(u, (uint64_t)r->srt->svc->connect_timeout);
+}
+
+void lm_upstream_release(lm_upconn_t *u, bool reusable)
+{
+    if (u->closing)
+        return;
+    u->req = NULL;
+    u->requests++;
+    lm_worker_t *w = u->w;
+    lm_pool_t *p = u->pool;
+    if (!reusable || u->writing || u->len != 0 || w->draining || p->count >= LM_POOL_MAX_IDLE ||
+        u->requests >= LM_POOL_MAX_REQUESTS) {
+        lm__up_close(u);
+        return;
+    }
+    u->idle = true;
+    u->next_idle = p->head;
+    u->prev_idle = NULL;
+    if (p->head)
+        p->head->prev_idle = u;
+    p->head = u;
+    p->count++;
+    lm_upstream_read_start(u);
+    uv_timer_start(&u->timer, lm__up_timeout, LM_POOL_IDLE_TIMEOUT_MS, 0);
+}
+
+static void lm__up_written(uv_write_t *wr, int status)
+{
+    lm_upconn_t *u = wr->data;
+    u->writing = false;
+    if (u->closing || u->req == NULL)
+        return;
+    lm_req_t *r = u->req;
+    if (status < 0) {
+        atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+        lm_proxy_upstream_error(r, 502, uv_strerror(status), false);
+        return;
+    }
+    lm_proxy_upstream_write_done(r);
+}
+
+int lm_upstream_write(lm_upconn_t *u, uv_buf_t *bufs, unsigned n)
+{
+    u->writing = true;
+    int rc = uv_write(&u->write_req, (uv_stream_t *)&u->tcp, bufs, n, lm__up_written);
+    if (rc < 0)
+        u->writing = false;
+    return rc < 0 ? LM_ERROR : LM_OK;
+}
+
+void lm_upstream_close_pools(lm_worker_t *w)
+{
+    for (size_t i = 0; i < w->pools.cap; i++) {
+        lm_pool_t *p = w->pools.slots[i].value;
+        if (!w->pools.slots[i].key.ptr || !p)
+            continue;
+        while (p->head)
+            lm__up_close(p->head);
+        free(p);
+    }
+    lm_map_free(&w->pools);
+}
+
+void lm_upstream_abort(lm_upconn_t *u)
+{
+    lm__up_close(u);
+}

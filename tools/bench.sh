@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `make bench`: Limen against nginx and HAProxy on this machine, in one run.
+# Not a test: it prints figures. Each proxy runs one worker; all three proxy
+# to the same nginx upstream (keep-alive on both sides); wrk drives the load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=build/bench; rm -rf "$B"; mkdir -p "$B"
+DUR=${BENCH_DURATION:-10}
+CONNS=${BENCH_CONNECTIONS:-50}
+UP_PORT=19080 NG_PORT=19081 HA_PORT=19082 LM_PORT=19083 LM_STATUS=19183
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat >"$B/upstream.conf" <<NG
+worker_processes 1; daemon off; pid $PWD/$B/up.pid; error_log $PWD/$B/up-error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "hello from the upstream\n"; } } }
+NG
+cat >"$B/nginx.conf" <<NG
+worker_processes 1; daemon off; pid $PWD/$B/ng.pid; error_log $PWD/$B/ng-error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NG_PORT;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+NG
+cat >"$B/haproxy.cfg" <<HA
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:$HA_PORT
+  default_backend be
+backend be
+  server up 127.0.0.1:$UP_PORT
+HA
+cat >"$B/limen.yaml" <<LM
+_format_version: "3.0"
+services:
+- name: up
+  url: http://127.0.0.1:$UP_PORT
+  routes:
+  - name: all
+    paths: ["/"]
+LM
+
+nginx -c "$PWD/$B/upstream.conf" -p "$PWD/$B" & PIDS+=($!)
+nginx -c "$PWD/$B/nginx.conf" -p "$PWD/$B" & PIDS+=($!)
+haproxy -f "$B/haproxy.cfg" -db >"$B/haproxy.log" 2>&1 & PIDS+=($!); HA_PID=$!
+bin/limen-dataplane --config "$B/limen.yaml" --workers 1 --proxy-listen 127.0.0.1:$LM_PORT \
+  --admin-listen "unix:$PWD/$B/admin.sock" --status-listen 127.0.0.1:$LM_STATUS --state-dir "$B/state" \
+  --log-level warn >"$B/limen.log" 2>&1 & PIDS+=($!); LM_PID=$!
+sleep 1
+NG_PID=$(pgrep -f "nginx: worker process" -n || true)
+# the nginx proxy's worker is the newest worker whose master uses nginx.conf
+NG_MASTER=$(pgrep -f "nginx -c $PWD/$B/nginx.conf" | head -1)
+NG_PID=$(pgrep -P "$NG_MASTER" | head -1)
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+CLK=$(getconf CLK_TCK)
+
+run() { # name port pid
+  local name=$1 port=$2 pid=$3
+  curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "$name does not answer"; exit 1; }
+  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
+  local t0; t0=$(cpu_ticks "$pid")
+  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" >"$B/wrk-$name.txt"
+  local t1; t1=$(cpu_ticks "$pid")
+  local reqs rps p99 errs
+  reqs=$(awk '/requests in/ {print $1}' "$B/wrk-$name.txt")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$B/wrk-$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$B/wrk-$name.txt")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$B/wrk-$name.txt" | tr '\n' ' ')
+  local us; us=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK" -v n="$reqs" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }')
+  printf "%-8s %12s req/s  p99 %8s  %7s us CPU/request  %s\n" "$name" "$rps" "$p99" "$us" "$errs"
+  eval "US_$name=$us; RPS_$name=$rps"
+}
+
+echo "== proxy throughput: one worker each, $CONNS keep-alive connections, ${DUR}s (wrk), same upstream =="
+run nginx $NG_PORT "$NG_PID"
+run haproxy $HA_PORT "$HA_PID"
+run limen $LM_PORT "$LM_PID"
+awk -v l="$US_limen" -v n="$US_nginx" -v h="$US_haproxy" -v rl="$RPS_limen" -v rn="$RPS_nginx" -v rh="$RPS_haproxy" 'BEGIN {
+  printf "limen CPU/request: %.2fx nginx (target <= 0.85), %.2fx haproxy;  req/s: %.2fx nginx, %.2fx haproxy\n", l/n, l/h, rl/rn, rl/rh }'
+
+echo
+echo "== memory and config apply =="
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+echo "limen RSS idle (small config): $(rss "$LM_PID") KiB"
+python3 - "$B/big.json" "$UP_PORT" <<'PY'
+import json, sys
+n = 10000
+doc = {"_format_version": "3.0", "services": [
+    {"name": f"svc-{i}", "url": f"http://127.0.0.1:{sys.argv[2]}/s{i}",
+     "routes": [{"name": f"route-{i}", "hosts": [f"host-{i}.example.com"], "paths": [f"/api/v1/resource-{i}"]}]}
+    for i in range(n)]}
+doc["services"].append({"name": "up", "url": f"http://127.0.0.1:{sys.argv[2]}", "routes": [{"name": "all", "paths": ["/"]}]})
+json.dump(doc, open(sys.argv[1], "w"))
+PY
+# apply the 10k config while wrk keeps sending traffic; no request may fail
+wrk -t1 -c20 -d4s "http://127.0.0.1:$LM_PORT/" >"$B/wrk-apply.txt" &
+WRK=$!
+sleep 1
+curl -s -o "$B/apply.json" -w "%{time_total}" --unix-socket "$PWD/$B/admin.sock" -H 'Content-Type: application/json' \
+  --data-binary @"$B/big.json" http://localhost/config >"$B/apply-time.txt"
+wait $WRK
+echo "10,000 services + 10,000 routes via POST /config: $(awk '{printf "%.1f ms", $1*1000}' "$B/apply-time.txt") end to end ($(cat "$B/apply.json"))"
+echo "traffic during the apply: $(awk '/requests in/ {print $1" requests"}' "$B/wrk-apply.txt"), failures: $(awk '/Non-2xx|Socket errors/ {print}' "$B/wrk-apply.txt" | tr '\n' ' ' | sed 's/^$/none/')"
+sleep 0.5
+curl -sf -H 'Host: host-9999.example.com' "http://127.0.0.1:$LM_PORT/api/v1/resource-9999" >/dev/null && echo "a route of the new config answers"
+echo "limen RSS with the 10k config: $(rss "$LM_PID") KiB"
+
+echo
+echo "== route matching (in-process, build/bench/router_bench) =="
+"$B/../rel/router_bench" 2>/dev/null || true

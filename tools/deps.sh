@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Limen's build, tests and benchmarks need, only
+# those that are missing (idempotent). Run as root (or with sudo available).
+set -euo pipefail
+
+BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev"
+TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps"
+BENCH_PKGS="wrk nginx-light haproxy"
+
+want="$BUILD_PKGS $TEST_PKGS"
+case "${1:-}" in
+  --bench) want="$want $BENCH_PKGS" ;;
+esac
+
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if ! python3 -c 'import pytest' 2>/dev/null; then
+  python3 -m pip install -q pytest 2>/dev/null || missing="$missing python3-pytest"
+fi
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+echo "limen: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# nginx and haproxy must not start as system services: the benchmark starts its own.
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+$SUDO chmod +x /usr/sbin/policy-rc.d
+trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
