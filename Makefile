@@ -52,22 +52,22 @@ build/asan/liblimen.a: $(ASAN_OBJ)
 
 bin/limen-dataplane: build/rel/dataplane/main.o build/rel/liblimen.a
 	@mkdir -p bin
-	$(CC) $(RELEASE_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -o $@ $^ $(LIBS)
 
 bin/asan/limen-dataplane: build/asan/dataplane/main.o build/asan/liblimen.a
 	@mkdir -p bin/asan
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD asan $@"; $(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 
 asan: bin/asan/limen-dataplane
 
 # unit tests: one binary per *_test.c, linked against the library
 build/rel/%_test: %_test.c build/rel/liblimen.a $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
+	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
 
 build/asan/%_test: %_test.c build/asan/liblimen.a $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -o $@ $< build/asan/liblimen.a $(LIBS)
+	@echo "  LD asan $@"; $(CC) $(ASAN_CFLAGS) -o $@ $< build/asan/liblimen.a $(LIBS)
 
 unit: $(UNIT_BIN_REL)
 	@tools/run-suite.sh unit $(UNIT_BIN_REL)
@@ -78,7 +78,7 @@ unit-asan: $(UNIT_BIN_ASAN)
 # libFuzzer targets (clang); `make fuzz-replay` runs each over its corpus once
 build/fuzz/%: %.c $(LIB_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -g -O1 -pthread -Icommon -Idataplane $(PKG_CFLAGS) -DLM_FUZZ=1 \
+	@echo "  FUZZ    $@"; clang -std=gnu11 -g -O1 -w -pthread -Icommon -Idataplane $(PKG_CFLAGS) -DLM_FUZZ=1 \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -o $@ $< $(LIB_SRC) $(LIBS)
 
@@ -98,7 +98,7 @@ test: deps
 	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)
 
 build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)
-	$(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
+	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -o $@ $< build/rel/liblimen.a $(LIBS)
 
 bench: deps bin/limen-dataplane build/rel/router_bench
 	@tools/deps.sh --bench

@@ -391,7 +391,7 @@ static char *lm__form_field(const char *body, size_t len, const char *name, size
             for (size_t k = i + nl + 1; k < end; k++) {
                 if (body[k] == '+') {
                     out[o++] = ' ';
-                } else if (body[k] == '%' && k + 2 < end + 1 && lm__hexval(body[k + 1]) >= 0 && lm__hexval(body[k + 2]) >= 0) {
+                } else if (body[k] == '%' && k + 2 < end && lm__hexval(body[k + 1]) >= 0 && lm__hexval(body[k + 2]) >= 0) {
                     out[o++] = (char)(lm__hexval(body[k + 1]) * 16 + lm__hexval(body[k + 2]));
                     k += 2;
                 } else {
@@ -405,6 +405,17 @@ static char *lm__form_field(const char *body, size_t len, const char *name, size
         i = end + 1;
     }
     return NULL;
+}
+
+/* True when [p, end) holds want (name="x") as a parameter of its own, not
+ * inside another one such as filename="x". */
+static bool lm__has_param(const char *p, const char *end, const char *want)
+{
+    size_t wl = strlen(want);
+    for (const char *q = p; (q = memmem(q, (size_t)(end - q), want, wl)) != NULL; q++)
+        if (q > p && (q[-1] == ' ' || q[-1] == ';' || q[-1] == '\t'))
+            return true;
+    return false;
 }
 
 /* Extracts the part named `name` of a multipart/form-data body. */
@@ -438,7 +449,7 @@ static char *lm__multipart_field(const char *body, size_t len, lm_str_t ctype, c
         const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         if (!hdr_end)
             return NULL;
-        bool match = memmem(p, (size_t)(hdr_end - p), want, strlen(want)) != NULL;
+        bool match = lm__has_param(p, hdr_end, want);
         const char *data = hdr_end + 4;
         char ndelim[214];
         int nl = snprintf(ndelim, sizeof(ndelim), "\r\n%s", delim);

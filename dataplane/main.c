@@ -3,6 +3,8 @@
 #include "lm_log.h"
 #include "lm_server.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -59,6 +61,17 @@ static int lm__check(const char *path)
     return rc;
 }
 
+/* A whole non-negative decimal number no larger than max, else -1. */
+static int lm__parse_count(const char *s, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < 0 || v > max)
+        return -1;
+    return (int)v;
+}
+
 static bool lm__env_off(const char *v)
 {
     return v && (strcmp(v, "off") == 0 || strcmp(v, "0") == 0 || strcmp(v, "false") == 0);
@@ -84,16 +97,20 @@ int main(int argc, char **argv)
         o.admin_token = v;
     if ((v = getenv("LIMEN_STATUS_LISTEN")) && *v)
         o.status_listen = v;
-    if ((v = getenv("LIMEN_WORKERS")) && *v)
-        o.workers = atoi(v);
+    if ((v = getenv("LIMEN_WORKERS")) && *v && (o.workers = lm__parse_count(v, 1024)) < 0) {
+        fprintf(stderr, "limen-dataplane: LIMEN_WORKERS: '%s' is not a number of workers (0-1024)\n", v);
+        return 2;
+    }
     if ((v = getenv("LIMEN_STATE_DIR")) && *v)
         o.state_dir = v;
     if ((v = getenv("LIMEN_ACCESS_LOG")) && *v)
         o.access_log = v;
     if (lm__env_off(getenv("LIMEN_LATENCY_HEADERS")))
         o.latency_headers = false;
-    if ((v = getenv("LIMEN_DRAIN_TIMEOUT")) && *v)
-        o.drain_timeout_ms = atoi(v);
+    if ((v = getenv("LIMEN_DRAIN_TIMEOUT")) && *v && (o.drain_timeout_ms = lm__parse_count(v, 86400000)) < 0) {
+        fprintf(stderr, "limen-dataplane: LIMEN_DRAIN_TIMEOUT: '%s' is not a number of milliseconds\n", v);
+        return 2;
+    }
     if ((v = getenv("LIMEN_LOG_LEVEL")) && *v && lm_log_parse_level(v) >= 0)
         lm_log_set_level((lm_log_level_t)lm_log_parse_level(v));
 
@@ -143,7 +160,10 @@ int main(int argc, char **argv)
             o.status_listen = val;
         } else if (strcmp(a, "--workers") == 0) {
             LM_TAKE();
-            o.workers = atoi(val);
+            if ((o.workers = lm__parse_count(val, 1024)) < 0) {
+                fprintf(stderr, "limen-dataplane: --workers: '%s' is not a number of workers (0-1024)\n", val);
+                return 2;
+            }
         } else if (strcmp(a, "--state-dir") == 0) {
             LM_TAKE();
             o.state_dir = val;
@@ -154,7 +174,10 @@ int main(int argc, char **argv)
             o.latency_headers = false;
         } else if (strcmp(a, "--drain-timeout") == 0) {
             LM_TAKE();
-            o.drain_timeout_ms = atoi(val);
+            if ((o.drain_timeout_ms = lm__parse_count(val, 86400000)) < 0) {
+                fprintf(stderr, "limen-dataplane: --drain-timeout: '%s' is not a number of milliseconds\n", val);
+                return 2;
+            }
         } else if (strcmp(a, "--log-level") == 0) {
             LM_TAKE();
             int l = lm_log_parse_level(val);
@@ -169,6 +192,8 @@ int main(int argc, char **argv)
         }
 #undef LM_TAKE
     }
+    /* a peer that closed must be an EPIPE on the write, not the end of the process */
+    signal(SIGPIPE, SIG_IGN);
     static char admin_default[4200];
     if (!o.admin_listen) {
         snprintf(admin_default, sizeof(admin_default), "unix:%s/admin.sock", o.state_dir);

@@ -18,6 +18,7 @@
 
 #define LM_MAX_CONN_BUF 65536
 #define LM_LINGER_MS 2000
+#define LM_CLIENT_SEND_TIMEOUT_MS 60000 /* a response write the client does not take (nginx send_timeout) */
 
 static void lm__conn_process(lm_conn_t *c);
 static void lm__conn_close(lm_conn_t *c);
@@ -40,9 +41,17 @@ typedef struct {
     char *resp_head;            /* response head waiting for the first write */
     size_t resp_head_len;
     lm_http1_limits_t limits;
+    const char *request_id;     /* the client's X-Request-Id when it does not fit r->request_id */
 } lm__req_ext_t;
 
 #define LM__EXT(r) ((lm__req_ext_t *)(r))
+
+/* The request's id: the client's X-Request-Id (any valid length) or ours. */
+static const char *lm__rid(lm_req_t *r)
+{
+    const char *id = ((lm__req_ext_t *)r)->request_id;
+    return id ? id : r->request_id;
+}
 
 static const char *lm__reason(int status)
 {
@@ -337,6 +346,13 @@ static void lm__client_written(uv_write_t *wr, int status)
         lm__conn_close(c);
         return;
     }
+    if (r->writes_pending == 0) {
+        /* the client took everything: it is only waited for if its body is still coming */
+        if (r->req_body_done)
+            uv_timer_stop(&c->timer);
+        else
+            uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_BODY_TIMEOUT_MS, 0);
+    }
     lm__req_ext_t *x = LM__EXT(r);
     if (cw->is_body) {
         x->resp_writing = false;
@@ -352,7 +368,10 @@ static void lm__client_written(uv_write_t *wr, int status)
                 lm__resp_end_at_close(r);
                 return;
             }
+            /* waiting for the upstream again: its read timeout runs (the pump
+             * stops it if it can write at once) */
             lm_upstream_read_start(u);
+            lm_upstream_set_timer(u, (uint64_t)r->srt->svc->read_timeout);
             if (u->len)
                 lm__resp_pump(r);
             return;
@@ -368,6 +387,7 @@ static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_bo
     cw->r = r;
     cw->is_body = is_body;
     r->writes_pending++;
+    uv_timer_start(&r->c->timer, lm__conn_timeout, LM_CLIENT_SEND_TIMEOUT_MS, 0);
     if (uv_write(&cw->wr, (uv_stream_t *)&r->c->tcp, bufs, n, lm__client_written) < 0) {
         r->writes_pending--;
         lm__conn_close(r->c);
@@ -407,7 +427,7 @@ static void lm__respond_error(lm_req_t *r, int status, const char *message)
     char esc[512];
     lm_json_escape(esc, sizeof(esc), message, strlen(message));
     char *body = lm_arena_sprintf(r->arena, "{\n  \"message\":\"%s\",\n  \"request_id\":\"%s\"\n}", esc,
-                                  r->request_id);
+                                  lm__rid(r));
     if (r->up) {
         lm_upstream_abort(r->up);
         r->up = NULL;
@@ -469,6 +489,17 @@ static void lm__sb_put(lm__sb_t *b, const char *s, size_t n)
 #define LM__SB_LIT(b, lit) lm__sb_put((b), (lit), sizeof(lit) - 1)
 static void lm__sb_str(lm__sb_t *b, lm_str_t s) { lm__sb_put(b, s.ptr, s.len); }
 static void lm__sb_cstr(lm__sb_t *b, const char *s) { lm__sb_put(b, s, strlen(s)); }
+
+/* Every received Via value in order, each followed by ", " (ours comes last). */
+static void lm__sb_via_list(lm__sb_t *b, const lm_http_header_t *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (h[i].id == LM_HDR_VIA && !(h[i].flags & LM_HDR_F_HOP) && h[i].value.len) {
+            lm__sb_str(b, h[i].value);
+            LM__SB_LIT(b, ", ");
+        }
+    }
+}
 
 /* Upstream path per Kong's path_handling (Route docs, and Kong's router:
  * get_upstream_uri for v0, the "v1" branch of the traditional router).
@@ -557,7 +588,6 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
     LM__SB_LIT(&b, "\r\n");
 
     bool xff_done = false;
-    lm_str_t via_in = LM_STR_NULL;
     for (size_t i = 0; i < h->num_headers; i++) {
         const lm_http_header_t *hd = &h->headers[i];
         if (hd->flags & LM_HDR_F_HOP)
@@ -574,8 +604,7 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
         case LM_HDR_X_REAL_IP:
         case LM_HDR_X_REQUEST_ID:
             continue;
-        case LM_HDR_VIA:
-            via_in = hd->value;
+        case LM_HDR_VIA: /* combined below, ours last */
             continue;
         case LM_HDR_X_FORWARDED_FOR:
             if (xff_done)
@@ -627,12 +656,9 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
         LM__SB_LIT(&b, "\r\n");
     }
     LM__SB_LIT(&b, "X-Request-Id: ");
-    lm__sb_cstr(&b, r->request_id);
+    lm__sb_cstr(&b, lm__rid(r));
     LM__SB_LIT(&b, "\r\nVia: ");
-    if (via_in.len) {
-        lm__sb_str(&b, via_in);
-        LM__SB_LIT(&b, ", ");
-    }
+    lm__sb_via_list(&b, h->headers, h->num_headers);
     n = snprintf(tmp, sizeof(tmp), "1.%d limen\r\n", r->minor);
     lm__sb_put(&b, tmp, (size_t)n);
     if (r->req_body == LM_BODY_LENGTH) {
@@ -644,6 +670,102 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
     LM__SB_LIT(&b, "\r\n");
     r->up_head = b.p;
     r->up_head_len = b.len;
+}
+
+static int lm__hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static bool lm__unreserved(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+           ch == '.' || ch == '_' || ch == '~';
+}
+
+/*
+ * The path routes match and the upstream receives, normalised as Kong does
+ * (kong/tools/uri.lua normalize with merge_slashes): percent-encoded
+ * unreserved characters decoded (so %2e is a dot), the other escapes
+ * upper-cased, dot segments removed (RFC 3986 5.2.4, never above the root)
+ * and repeated slashes merged. Without it "/public/../admin" would match the
+ * /public route and reach the upstream as a path it resolves to /admin.
+ * Returns p itself when there is nothing to do, else a copy in the arena.
+ */
+static lm_str_t lm__normalize_path(lm_arena_t *a, lm_str_t p)
+{
+    bool need = false;
+    for (size_t i = 0; i < p.len && !need; i++)
+        need = p.ptr[i] == '%' || p.ptr[i] == '.' || (p.ptr[i] == '/' && i + 1 < p.len && p.ptr[i + 1] == '/');
+    if (!need || p.ptr[0] != '/')
+        return p;
+
+    char *in = lm_arena_alloc(a, p.len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < p.len;) {
+        int hi, lo;
+        if (p.ptr[i] == '%' && i + 2 < p.len && (hi = lm__hexval(p.ptr[i + 1])) >= 0 &&
+            (lo = lm__hexval(p.ptr[i + 2])) >= 0) {
+            int v = hi * 16 + lo;
+            if (lm__unreserved(v)) {
+                in[n++] = (char)v;
+            } else {
+                in[n++] = '%';
+                in[n++] = "0123456789ABCDEF"[hi];
+                in[n++] = "0123456789ABCDEF"[lo];
+            }
+            i += 3;
+        } else {
+            in[n++] = p.ptr[i++];
+        }
+    }
+
+    char *out = lm_arena_alloc(a, n + 1);
+    size_t *segs = lm_arena_alloc(a, (n + 1) * sizeof(*segs)); /* where each output segment starts */
+    size_t o = 0, k = 0, i = 0;
+    while (i < n) {
+        size_t left = n - i;
+        const char *q = in + i;
+        if (left >= 3 && q[0] == '.' && q[1] == '.' && q[2] == '/') {
+            i += 3;
+        } else if (left >= 2 && q[0] == '.' && q[1] == '/') {
+            i += 2;
+        } else if (left >= 3 && q[0] == '/' && q[1] == '.' && q[2] == '/') {
+            i += 2;
+        } else if (left == 2 && q[0] == '/' && q[1] == '.') {
+            in[i + 1] = '/'; /* "/." at the end -> "/" */
+            i += 1;
+        } else if ((left >= 4 && q[0] == '/' && q[1] == '.' && q[2] == '.' && q[3] == '/') ||
+                   (left == 3 && q[0] == '/' && q[1] == '.' && q[2] == '.')) {
+            if (left == 3)
+                in[i + 2] = '/'; /* "/.." at the end -> "/" */
+            i += left == 3 ? 2 : 3;
+            if (k > 0)
+                o = segs[--k];
+        } else if ((left == 1 && q[0] == '.') || (left == 2 && q[0] == '.' && q[1] == '.')) {
+            i = n;
+        } else if (left >= 2 && q[0] == '/' && q[1] == '/') {
+            i += 1;
+        } else {
+            size_t j = 1;
+            while (j < left && q[j] != '/')
+                j++;
+            segs[k++] = o;
+            memcpy(out + o, q, j);
+            o += j;
+            i += j;
+        }
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    return (lm_str_t){ out, o };
 }
 
 static const lm_peer_t *lm__pick_peer(lm_req_t *r)
@@ -666,8 +788,9 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
     r->minor = h->minor_version;
     r->client_keepalive = h->keep_alive;
     r->method = lm_arena_strdup_str(r->arena, h->method);
-    r->path = lm_arena_strdup_str(r->arena, h->path);
+    r->path = lm_arena_strdup_str(r->arena, h->path); /* as received, for the log */
     r->host = lm_arena_strdup_str(r->arena, h->host);
+    h->path = lm__normalize_path(r->arena, h->path);  /* routing and the upstream use the normalised one */
     r->head_method = lm_str_eq(h->method, LM_STR("HEAD"));
     r->req_body = h->body_kind;
     r->req_left = h->body_kind == LM_BODY_LENGTH ? h->content_length : 0;
@@ -681,9 +804,11 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
     uv_timer_stop(&c->timer);
 
     const lm_http_header_t *rid = lm_http1_find(h->headers, h->num_headers, LM_HDR_X_REQUEST_ID);
-    if (rid && lm__valid_request_id(rid->value))
+    if (rid && lm__valid_request_id(rid->value)) {
         snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)LM_MIN(rid->value.len, 39), rid->value.ptr);
-    else
+        if (rid->value.len >= sizeof(r->request_id)) /* kept whole, never truncated */
+            x->request_id = lm_arena_strdup_str(r->arena, rid->value).ptr;
+    } else
         snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)lm_worker_random(w),
                  (unsigned long long)lm_worker_random(w));
 
@@ -750,7 +875,7 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
             char esc[64];
             lm_json_escape(esc, sizeof(esc), msg, strlen(msg));
             char *body = lm_arena_sprintf(r->arena, "{\n  \"message\":\"%s\",\n  \"request_id\":\"%s\"\n}", esc,
-                                          r->request_id);
+                                          lm__rid(r));
             lm__respond(r, 426, "application/json; charset=utf-8", body, strlen(body),
                         "Upgrade: TLS/1.2, HTTP/1.1\r\n");
             return;
@@ -888,8 +1013,8 @@ void lm_proxy_upstream_write_done(lm_req_t *r)
     if (!r->req_body_done) {
         if (c->len)
             lm__req_body_pump(r);
-        else
-            lm_upstream_set_timer(r->up, (uint64_t)r->srt->svc->write_timeout);
+        else if (!r->resp_head_sent) /* waiting for the client, whose body timeout runs */
+            lm_upstream_set_timer(r->up, 0);
         lm__conn_read_start(c);
         if (!c->reading)
             return;
@@ -922,7 +1047,6 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
     else
         lm__sb_cstr(&b, lm__reason(resp->status));
     LM__SB_LIT(&b, "\r\n");
-    lm_str_t via_in = LM_STR_NULL;
     lm_str_t cl = LM_STR_NULL;
     for (size_t i = 0; i < resp->num_headers; i++) {
         const lm_http_header_t *hd = &resp->headers[i];
@@ -934,10 +1058,8 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
         }
         if (hd->id == LM_HDR_TRANSFER_ENCODING)
             continue;
-        if (hd->id == LM_HDR_VIA) {
-            via_in = hd->value;
+        if (hd->id == LM_HDR_VIA) /* combined below, ours last */
             continue;
-        }
         lm__sb_str(&b, hd->name);
         LM__SB_LIT(&b, ": ");
         lm__sb_str(&b, hd->value);
@@ -961,10 +1083,7 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
         c->want_close = true; /* HTTP/1.0 client: the close ends the body */
     }
     LM__SB_LIT(&b, "Via: ");
-    if (via_in.len) {
-        lm__sb_str(&b, via_in);
-        LM__SB_LIT(&b, ", ");
-    }
+    lm__sb_via_list(&b, resp->headers, resp->num_headers);
     LM__SB_LIT(&b, "1.1 limen\r\n");
     if (srv->opts.latency_headers) {
         uint64_t sent = r->t_upstream_sent ? r->t_upstream_sent : r->t_upstream_head;
@@ -1056,15 +1175,18 @@ static void lm__resp_pump(lm_req_t *r)
     if (n == 0)
         return;
     x->resp_writing = true;
+    /* until the client takes this piece we wait for it, not for the upstream
+     * (read_timeout is re-armed when the write completes) */
+    lm_upstream_set_timer(u, 0);
     lm__client_write(r, bufs, n, true);
-    if (r->up)
-        lm_upstream_set_timer(u, r->resp_done ? 0 : (uint64_t)r->srt->svc->read_timeout);
 }
 
 void lm_proxy_upstream_data(lm_req_t *r)
 {
     lm_upconn_t *u = r->up;
     if (r->resp_head_sent) {
+        if (!LM__EXT(r)->resp_writing) /* read_timeout is between two reads */
+            lm_upstream_set_timer(u, (uint64_t)r->srt->svc->read_timeout);
         lm__resp_pump(r);
         return;
     }
@@ -1115,6 +1237,7 @@ void lm_proxy_upstream_eof(lm_req_t *r)
         LM__EXT(r)->up_eof = true;
         r->resp_upstream_reusable = false;
         lm_upstream_read_stop(u);
+        lm_upstream_set_timer(u, 0); /* nothing more to wait for from it */
         if (!LM__EXT(r)->resp_writing)
             lm__resp_end_at_close(r);
         return;
@@ -1160,7 +1283,7 @@ void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retr
         lm_upstream_acquire(r, r->peer);
         return;
     }
-    lm_log_info("request %s to %s failed: %s", r->request_id, r->peer ? r->peer->key : "?", why);
+    lm_log_info("request %s to %s failed: %s", lm__rid(r), r->peer ? r->peer->key : "?", why);
     lm__respond_error(r, status, NULL);
 }
 
@@ -1181,7 +1304,7 @@ static void lm__access_log(lm_req_t *r, uint64_t total_ms, int64_t up_ms)
                      lm_worker_date(r->w), r->c->ip, (int)LM_MIN(r->method.len, 32), r->method.ptr, path, r->status,
                      r->srt ? r->srt->label : "", r->rrt ? r->rrt->label : "", (unsigned long long)total_ms,
                      (long long)up_ms, (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
-                     r->request_id);
+                     lm__rid(r));
     if (n > 0) {
         ssize_t wn = write(fd, line, (size_t)LM_MIN((size_t)n, sizeof(line) - 1));
         (void)wn;

@@ -625,7 +625,8 @@ static void build_tables(build_t *b)
 {
     lm_router_t *r = b->r;
     lm_arena_t *a = b->arena;
-    qsort(b->items, b->num_items, sizeof(*b->items), titem_cmp);
+    if (b->num_items)
+        qsort(b->items, b->num_items, sizeof(*b->items), titem_cmp);
 
     r->num_buckets = b->num_buckets;
     const bucket_t **buckets = calloc(b->num_buckets, sizeof(*buckets));

@@ -207,7 +207,7 @@ int lm_parse_hostport(const char *s, struct sockaddr_storage *ss)
     return LM_OK;
 }
 
-/* A bound (not yet listening) TCP socket with SO_REUSEPORT. */
+/* A bound, listening TCP socket with SO_REUSEPORT. */
 static int lm__bind_reuseport(const char *addr, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -228,6 +228,13 @@ static int lm__bind_reuseport(const char *addr, char *err, size_t errlen)
     socklen_t len = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         snprintf(err, errlen, "bind %s: %s", addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* Listening now, before /status answers: connections that arrive before
+     * the worker's loop runs wait in the backlog instead of being refused. */
+    if (listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
         close(fd);
         return -1;
     }
@@ -489,9 +496,12 @@ static void lm__begin_stop(lm_server_t *srv)
         return;
     srv->stopping = true;
     lm_log_info("stopping: draining in-flight requests (up to %d ms)", srv->opts.drain_timeout_ms);
-    uv_close((uv_handle_t *)&srv->sigterm, lm__close_cb_noop);
-    uv_close((uv_handle_t *)&srv->sigint, lm__close_cb_noop);
-    uv_close((uv_handle_t *)&srv->sighup, lm__close_cb_noop);
+    /* Signal handles stay open (closing them would restore the default
+     * action: a second SIGTERM or a SIGHUP would kill the process) but no
+     * longer keep the loop alive; lm_server_run closes them at the end. */
+    uv_unref((uv_handle_t *)&srv->sigterm);
+    uv_unref((uv_handle_t *)&srv->sigint);
+    uv_unref((uv_handle_t *)&srv->sighup);
     lm_admin_stop(srv);
     for (int i = 0; i < srv->num_workers; i++) {
         atomic_store(&srv->workers[i].stop, 1);
@@ -514,6 +524,18 @@ static void lm__on_reload_done(lm_apply_t *a, void *ctx)
 static void lm__on_signal(uv_signal_t *s, int signum)
 {
     lm_server_t *srv = s->data;
+    if (srv->stopping) {
+        if (signum == SIGHUP) {
+            lm_log_warn("SIGHUP: ignored while stopping");
+            return;
+        }
+        lm_log_warn("%s again: closing in-flight requests now", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        for (int i = 0; i < srv->num_workers; i++) {
+            atomic_store(&srv->workers[i].stop, 2);
+            uv_async_send(&srv->workers[i].async);
+        }
+        return;
+    }
     if (signum == SIGHUP) {
         if (!srv->opts.config_path) {
             lm_log_warn("SIGHUP: no --config file to reload");
@@ -570,12 +592,29 @@ static int lm__initial_config(lm_server_t *srv)
     return rc;
 }
 
+/* mkdir -p, the last component 0700. */
 static int lm__prepare_state_dir(const char *dir)
 {
     if (!dir)
         return LM_OK;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        lm_log_error("cannot create state dir %s: %s", dir, strerror(errno));
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
+        lm_log_error("state dir %s: path too long", dir);
+        return LM_ERROR;
+    }
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            lm_log_error("cannot create state dir %s: %s: %s", dir, path, strerror(errno));
+            return LM_ERROR;
+        }
+        *p = '/';
+    }
+    struct stat st;
+    if (mkdir(path, 0700) != 0 && (errno != EEXIST || stat(path, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        lm_log_error("cannot create state dir %s: %s", dir, errno == EEXIST ? "not a directory" : strerror(errno));
         return LM_ERROR;
     }
     return LM_OK;
@@ -665,6 +704,10 @@ int lm_server_run(const lm_server_opts_t *opts)
     for (size_t l = 0; l < srv->opts.num_proxy_listen; l++)
         lm_log_info("proxy listening on %s (%d workers)", srv->opts.proxy_listen[l], srv->num_workers);
 
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&srv->sigterm, lm__close_cb_noop);
+    uv_close((uv_handle_t *)&srv->sigint, lm__close_cb_noop);
+    uv_close((uv_handle_t *)&srv->sighup, lm__close_cb_noop);
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
     for (int i = 0; i < srv->num_workers; i++) {

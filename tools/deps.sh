@@ -16,8 +16,10 @@ missing=""
 for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if ! python3 -c 'import pytest' 2>/dev/null; then
-  python3 -m pip install -q pytest 2>/dev/null || missing="$missing python3-pytest"
+# Python test harness packages (dataplane/t/requirements.txt), from PyPI
+if ! python3 -c 'import pytest, prometheus_client' 2>/dev/null; then
+  python3 -m pip install -q pytest -r "$(dirname "$0")/../dataplane/t/requirements.txt" >/dev/null 2>&1 ||
+    missing="$missing python3-pytest python3-prometheus-client"
 fi
 [ -z "$missing" ] && exit 0
 

@@ -13,7 +13,7 @@ cat <<MSG
 
     curl -i localhost:8000/api/hello             # route echo-api, strip_path: the upstream sees /hello
     curl -i -H 'Host: echo.localhost' localhost:8000/any/path
-    curl -i localhost:8000/users/42              # regex route, service path /v2
+    curl -i localhost:8000/users/42              # regex route: the upstream sees /v2/users/42
     curl -i localhost:8000/nothing-here          # 404 {"message":"no Route matched with those values"}
     curl -s localhost:8100/metrics | head        # Prometheus metrics
     curl -s --unix-socket $STATE/admin.sock localhost/routes    # admin API

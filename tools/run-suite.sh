@@ -53,10 +53,11 @@ run_blackbox() {
   local rc=$?
   if [ $rc -ne 0 ]; then tail -80 "$log"; fi
   if [ $rc -eq 5 ]; then echo "[blackbox] no tests"; return; fi
-  tail -1 "$log" | sed 's/^/[blackbox] /'
+  local summary; summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|^(=+ )?[0-9]+ (passed|failed|error)' "$log" | tail -1)
+  echo "[blackbox] ${summary:-no summary line (rc=$rc)}"
   local p f e
-  p=$(tail -1 "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+'); f=$(tail -1 "$log" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')
-  e=$(tail -1 "$log" | grep -Eo '[0-9]+ error' | grep -Eo '[0-9]+')
+  p=$(echo "$summary" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+'); f=$(echo "$summary" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')
+  e=$(echo "$summary" | grep -Eo '[0-9]+ error' | grep -Eo '[0-9]+')
   TOTAL_P=$((TOTAL_P + ${p:-0})); TOTAL_F=$((TOTAL_F + ${f:-0} + ${e:-0}))
   [ $rc -eq 0 ] || [ -n "$f$e" ] || TOTAL_F=$((TOTAL_F + 1))
 }

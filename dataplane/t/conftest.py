@@ -40,6 +40,8 @@ class Upstream:
       /die-mid/N        promises N bytes, sends half, closes
       /garbage          answers something that is not HTTP
       /bighead/N        200 with one response header of N bytes
+      /extra            Content-Length: 5 followed by more bytes than that (a second response)
+      /early/N          status N at once, without reading the request body, then closes
       /interim          103 and 100 interim responses, then 200 "final"
       /trailers         chunked 200 "abcde" with a chunk extension and a trailer
       /die-chunked/N    chunked 200 with one N-byte chunk, then closes
@@ -75,6 +77,11 @@ class Upstream:
     def stop(self):
         async def _close():
             self.server.close()
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(_close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -95,6 +102,14 @@ class Upstream:
                         k, v = l.split(":", 1)
                         headers.append((k, v.strip()))
                 hmap = {k.lower(): v for k, v in headers}
+                if target.startswith("/early/"):  # answers at once without reading the body, then closes
+                    self.requests.append({"method": method, "path": target, "query": "", "target": target,
+                                          "headers": headers, "body_len": -1, "body_sha256": ""})
+                    writer.write(b"HTTP/1.1 %s X\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly"
+                                 % target.split("/")[2].encode())
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+                    break
                 h = hashlib.sha256()
                 blen = 0
                 if hmap.get("transfer-encoding", "").lower() == "chunked":
@@ -188,6 +203,9 @@ class Upstream:
         if path.startswith("/garbage"):
             writer.write(b"this is not http\r\n\r\n")
             return False
+        if path.startswith("/extra"):  # 5 bytes more than Content-Length
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+            return True
         if path.startswith("/bighead/"):
             n = int(parts[2])
             writer.write(b"HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\n\r\nok" % (b"b" * n))
