@@ -114,7 +114,15 @@ void lm__ferr(lm__b_t *b, const lm__ent_t *e, const char *field, const char *fmt
 
 const cJSON *lm__fget(const cJSON *obj, const char *key)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    /* like cJSON_GetObjectItemCaseSensitive, with a first-byte test before
+     * strcmp: every entity asks for each of its fields by name */
+    const cJSON *v = NULL;
+    for (const cJSON *it = obj ? obj->child : NULL; it; it = it->next) {
+        if (it->string && it->string[0] == key[0] && strcmp(it->string, key) == 0) {
+            v = it;
+            break;
+        }
+    }
     return (v == NULL || cJSON_IsNull(v)) ? NULL : v;
 }
 
@@ -149,10 +157,10 @@ void lm__check_fields(lm__b_t *b, const lm__ent_t *e, const char *const *allowed
     const cJSON *it;
     cJSON_ArrayForEach(it, e->obj) {
         const char *k = it->string;
-        bool ok = strcmp(k, "_comment") == 0 || strcmp(k, "_ignore") == 0 ||
-                  strcmp(k, "created_at") == 0 || strcmp(k, "updated_at") == 0;
+        bool ok = (k[0] == '_' && (strcmp(k, "_comment") == 0 || strcmp(k, "_ignore") == 0)) ||
+                  (k[0] == 'c' && strcmp(k, "created_at") == 0) || (k[0] == 'u' && strcmp(k, "updated_at") == 0);
         for (size_t i = 0; !ok && allowed[i]; i++)
-            ok = strcmp(k, allowed[i]) == 0;
+            ok = allowed[i][0] == k[0] && strcmp(k, allowed[i]) == 0;
         if (!ok)
             lm__ferr(b, e, k, "unknown field");
     }
@@ -1428,7 +1436,7 @@ lm_config_t *lm_config_build(cJSON *doc, lm_config_errors_t *errs)
         for (unsigned int i = 0; i < mdlen && i < 16; i++)
             snprintf(cfg->hash + 2 * i, 3, "%02x", md[i]);
     }
-    cJSON_free(canon);
+    cfg->canonical_json = canon;
 
     lm__b_t b;
     memset(&b, 0, sizeof(b));
@@ -1521,6 +1529,7 @@ void lm_config_free(lm_config_t *cfg)
     if (cfg == NULL)
         return;
     cJSON_Delete(cfg->doc);
+    cJSON_free(cfg->canonical_json);
     lm_arena_destroy(cfg->arena); /* cfg itself lives in the arena */
 }
 

@@ -207,6 +207,8 @@ typedef struct {
     cJSON *doc;            /* the parsed document (owned; freed by lm_config_free) */
     char *format_version;  /* "3.0", "2.1", ... */
     char hash[33];         /* md5 hex of the canonical JSON form of doc */
+    char *canonical_json;  /* that form (the document as given, before defaults); cJSON_free'd by
+                            * lm_config_free unless a caller takes it (set it to NULL then) */
 
     lm_service_t **services; size_t num_services;
     lm_route_t **routes; size_t num_routes;          /* nested and top-level, document order */

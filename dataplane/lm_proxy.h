@@ -39,6 +39,15 @@ typedef struct lm_conn lm_conn_t;
 typedef struct lm_req lm_req_t;
 typedef struct lm_upconn lm_upconn_t;
 
+/* A write completion that runs at the end of the current loop iteration
+ * (see lm_stream_write). */
+typedef struct lm_defer {
+    struct lm_defer *next;
+    uv_write_t *req;
+    uv_write_cb cb;
+    int status;
+} lm_defer_t;
+
 /* A worker's reference to a snapshot, counted without atomics. */
 typedef struct {
     lm_snapshot_t *snap;
@@ -68,6 +77,9 @@ struct lm_worker {
     lm_conn_t *conns;                 /* every client connection (doubly linked) */
     size_t num_conns;
     uint64_t rng;
+    uv_check_t defer_check;           /* runs deferred write completions after each poll */
+    uv_idle_t defer_idle;             /* active while completions wait: the poll must not block */
+    lm_defer_t *defer_head, *defer_tail;
     char date[40];                    /* cached Date header value, refreshed each second */
     uint64_t date_ms;
 };
@@ -108,6 +120,7 @@ struct lm_upconn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_write_t write_req;
+    lm_defer_t write_defer;
     uv_timer_t timer;
     lm_worker_t *w;
     lm_pool_t *pool;
@@ -169,6 +182,17 @@ struct lm_req {
 lm_wsnap_t *lm_worker_snap_acquire(lm_worker_t *w);
 void lm_worker_snap_release(lm_worker_t *w, lm_wsnap_t *ws);
 uint64_t lm_worker_random(lm_worker_t *w);
+/*
+ * Writes bufs to s like uv_write, but tries the socket at once first: when it
+ * takes everything, cb runs later in this loop iteration (from d) and libuv
+ * never touches epoll for it - a plain uv_write re-arms epoll after every
+ * completed write. Otherwise the rest is queued with uv_write(req). cb gets
+ * the same status uv_write would give. Returns uv_write's result.
+ */
+int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n,
+                    uv_write_cb cb);
+void lm_worker_defer_init(lm_worker_t *w);
+void lm_worker_defer_close(lm_worker_t *w);
 const char *lm_worker_date(lm_worker_t *w);
 /* Hands a new snapshot to every worker (control thread; takes one reference). */
 void lm_server_publish(lm_server_t *srv, lm_snapshot_t *snap);

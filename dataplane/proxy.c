@@ -53,6 +53,18 @@ static const char *lm__rid(lm_req_t *r)
     return id ? id : r->request_id;
 }
 
+/* 32 random hex digits */
+static void lm__new_request_id(lm_worker_t *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = lm_worker_random(w), c = lm_worker_random(w);
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (i * 4)) & 15];
+        out[16 + i] = hex[(c >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
 static const char *lm__reason(int status)
 {
     switch (status) {
@@ -330,6 +342,7 @@ void lm_proxy_on_connection(uv_stream_t *listener, int status)
 
 typedef struct {
     uv_write_t wr;
+    lm_defer_t defer;
     lm_req_t *r;
     bool is_body; /* consumes resp_inflight on completion */
 } lm__cwrite_t;
@@ -388,7 +401,7 @@ static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_bo
     cw->is_body = is_body;
     r->writes_pending++;
     uv_timer_start(&r->c->timer, lm__conn_timeout, LM_CLIENT_SEND_TIMEOUT_MS, 0);
-    if (uv_write(&cw->wr, (uv_stream_t *)&r->c->tcp, bufs, n, lm__client_written) < 0) {
+    if (lm_stream_write(r->w, (uv_stream_t *)&r->c->tcp, &cw->wr, &cw->defer, bufs, n, lm__client_written) < 0) {
         r->writes_pending--;
         lm__conn_close(r->c);
     }
@@ -446,8 +459,7 @@ static void lm__reject_head(lm_conn_t *c, int status, const char *reason)
     r->minor = 1;
     r->method = LM_STR("-");
     r->path = LM_STR("-");
-    snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)lm_worker_random(c->w),
-             (unsigned long long)lm_worker_random(c->w));
+    lm__new_request_id(c->w, r->request_id);
     c->req = r;
     c->want_close = true;
     lm_log_debug("client %s: bad request: %s", c->ip, reason ? reason : "?");
@@ -489,6 +501,20 @@ static void lm__sb_put(lm__sb_t *b, const char *s, size_t n)
 #define LM__SB_LIT(b, lit) lm__sb_put((b), (lit), sizeof(lit) - 1)
 static void lm__sb_str(lm__sb_t *b, lm_str_t s) { lm__sb_put(b, s.ptr, s.len); }
 static void lm__sb_cstr(lm__sb_t *b, const char *s) { lm__sb_put(b, s, strlen(s)); }
+
+/* Decimal without printf (the request path formats a few numbers per request). */
+static void lm__sb_u64(lm__sb_t *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    lm__sb_put(b, tmp + i, sizeof(tmp) - i);
+}
+
+
 
 /* Every received Via value in order, each followed by ", " (ours comes last). */
 static void lm__sb_via_list(lm__sb_t *b, const lm_http_header_t *h, size_t n)
@@ -645,9 +671,9 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
             break;
     }
     lm__sb_str(&b, host);
-    char tmp[96];
-    int n = snprintf(tmp, sizeof(tmp), "\r\nX-Forwarded-Port: %d\r\nX-Real-IP: ", c->local_port);
-    lm__sb_put(&b, tmp, (size_t)n);
+    LM__SB_LIT(&b, "\r\nX-Forwarded-Port: ");
+    lm__sb_u64(&b, (uint64_t)c->local_port);
+    LM__SB_LIT(&b, "\r\nX-Real-IP: ");
     lm__sb_cstr(&b, c->ip);
     LM__SB_LIT(&b, "\r\n");
     if (prefix.len) {
@@ -659,11 +685,14 @@ static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, co
     lm__sb_cstr(&b, lm__rid(r));
     LM__SB_LIT(&b, "\r\nVia: ");
     lm__sb_via_list(&b, h->headers, h->num_headers);
-    n = snprintf(tmp, sizeof(tmp), "1.%d limen\r\n", r->minor);
-    lm__sb_put(&b, tmp, (size_t)n);
+    if (r->minor == 0)
+        LM__SB_LIT(&b, "1.0 limen\r\n");
+    else
+        LM__SB_LIT(&b, "1.1 limen\r\n");
     if (r->req_body == LM_BODY_LENGTH) {
-        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n", (unsigned long long)r->req_left);
-        lm__sb_put(&b, tmp, (size_t)n);
+        LM__SB_LIT(&b, "Content-Length: ");
+        lm__sb_u64(&b, r->req_left);
+        LM__SB_LIT(&b, "\r\n");
     } else if (r->req_body == LM_BODY_CHUNKED) {
         LM__SB_LIT(&b, "Transfer-Encoding: chunked\r\n");
     }
@@ -809,8 +838,7 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
         if (rid->value.len >= sizeof(r->request_id)) /* kept whole, never truncated */
             x->request_id = lm_arena_strdup_str(r->arena, rid->value).ptr;
     } else
-        snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)lm_worker_random(w),
-                 (unsigned long long)lm_worker_random(w));
+        lm__new_request_id(w, r->request_id);
 
     lm_snapshot_t *snap = r->ws->snap;
     lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path, .sni = LM_STR_NULL,
@@ -1039,9 +1067,9 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
     lm__sb_t b = { r->arena, NULL, 0, 0 };
     b.cap = 256 + resp->num_headers * 64;
     b.p = lm_arena_alloc(r->arena, b.cap);
-    char tmp[160];
-    int n = snprintf(tmp, sizeof(tmp), "HTTP/1.1 %d ", resp->status);
-    lm__sb_put(&b, tmp, (size_t)n);
+    LM__SB_LIT(&b, "HTTP/1.1 ");
+    lm__sb_u64(&b, (uint64_t)resp->status);
+    LM__SB_LIT(&b, " ");
     if (resp->reason.len)
         lm__sb_str(&b, resp->reason);
     else
@@ -1068,8 +1096,9 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
     r->resp_body = resp->body_kind;
     r->resp_left = resp->content_length;
     if (resp->body_kind == LM_BODY_LENGTH) {
-        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n", (unsigned long long)resp->content_length);
-        lm__sb_put(&b, tmp, (size_t)n);
+        LM__SB_LIT(&b, "Content-Length: ");
+        lm__sb_u64(&b, resp->content_length);
+        LM__SB_LIT(&b, "\r\n");
     } else if (resp->body_kind == LM_BODY_NONE) {
         if (cl.len) { /* HEAD and 304 keep the representation's length */
             LM__SB_LIT(&b, "Content-Length: ");
@@ -1087,9 +1116,11 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
     LM__SB_LIT(&b, "1.1 limen\r\n");
     if (srv->opts.latency_headers) {
         uint64_t sent = r->t_upstream_sent ? r->t_upstream_sent : r->t_upstream_head;
-        n = snprintf(tmp, sizeof(tmp), "X-Limen-Upstream-Latency: %llu\r\nX-Limen-Proxy-Latency: %llu\r\n",
-                     (unsigned long long)(r->t_upstream_head - sent), (unsigned long long)(sent - r->t_start));
-        lm__sb_put(&b, tmp, (size_t)n);
+        LM__SB_LIT(&b, "X-Limen-Upstream-Latency: ");
+        lm__sb_u64(&b, r->t_upstream_head - sent);
+        LM__SB_LIT(&b, "\r\nX-Limen-Proxy-Latency: ");
+        lm__sb_u64(&b, sent - r->t_start);
+        LM__SB_LIT(&b, "\r\n");
     }
     bool keep = r->client_keepalive && !c->want_close && !r->w->draining;
     if (!keep) {

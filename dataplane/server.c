@@ -84,6 +84,82 @@ const char *lm_worker_date(lm_worker_t *w)
 }
 
 /* ---------------------------------------------------------------- */
+/* deferred write completions                                        */
+
+static void lm__defer_run(uv_check_t *h)
+{
+    lm_worker_t *w = h->data;
+    while (w->defer_head) {
+        lm_defer_t *d = w->defer_head;
+        w->defer_head = d->next;
+        if (!w->defer_head)
+            w->defer_tail = NULL;
+        d->cb(d->req, d->status); /* may queue more: the loop takes them too */
+    }
+    uv_idle_stop(&w->defer_idle);
+}
+
+static void lm__defer_idle(uv_idle_t *h)
+{
+    (void)h; /* only keeps the poll from blocking; the check handle does the work */
+}
+
+void lm_worker_defer_init(lm_worker_t *w)
+{
+    uv_check_init(&w->loop, &w->defer_check);
+    uv_idle_init(&w->loop, &w->defer_idle);
+    w->defer_check.data = w->defer_idle.data = w;
+    uv_check_start(&w->defer_check, lm__defer_run);
+    uv_unref((uv_handle_t *)&w->defer_check);
+}
+
+static void lm__handle_noop_close(uv_handle_t *h);
+
+void lm_worker_defer_close(lm_worker_t *w)
+{
+    uv_close((uv_handle_t *)&w->defer_check, lm__handle_noop_close);
+    uv_close((uv_handle_t *)&w->defer_idle, lm__handle_noop_close);
+}
+
+int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n,
+                    uv_write_cb cb)
+{
+    if (s->write_queue_size == 0) {
+        int rc = uv_try_write(s, bufs, n);
+        if (rc >= 0) {
+            size_t done = (size_t)rc;
+            while (n > 0 && done >= bufs[0].len) {
+                done -= bufs[0].len;
+                bufs++;
+                n--;
+            }
+            if (n == 0) {
+                d->status = 0;
+            } else {
+                bufs[0].base += done;
+                bufs[0].len -= done;
+                return uv_write(req, s, bufs, n, cb);
+            }
+        } else if (rc == UV_EAGAIN) {
+            return uv_write(req, s, bufs, n, cb);
+        } else {
+            d->status = rc;
+        }
+        d->req = req;
+        d->cb = cb;
+        d->next = NULL;
+        if (w->defer_tail)
+            w->defer_tail->next = d;
+        else
+            w->defer_head = d;
+        w->defer_tail = d;
+        uv_idle_start(&w->defer_idle, lm__defer_idle);
+        return 0;
+    }
+    return uv_write(req, s, bufs, n, cb);
+}
+
+/* ---------------------------------------------------------------- */
 /* workers                                                           */
 
 static void lm__handle_noop_close(uv_handle_t *h)
@@ -94,6 +170,7 @@ static void lm__handle_noop_close(uv_handle_t *h)
 static void lm__worker_finish(lm_worker_t *w)
 {
     lm_upstream_close_pools(w);
+    lm_worker_defer_close(w);
     uv_close((uv_handle_t *)&w->async, lm__handle_noop_close);
 }
 
@@ -337,14 +414,9 @@ static void lm__apply_compile(lm_server_t *srv, lm__apply_job_t *j, const char *
     clock_gettime(CLOCK_MONOTONIC, &t0);
     lm_config_opts_t opts = { .substitute_env = a->substitute_env };
     cJSON *doc = lm_config_parse(a->data, a->len, &opts, &a->errs);
-    /* The document as given (what the hash covers), printed before the
-     * build fills defaults into the tree: GET /config and the state file
-     * serve it, so posting it back or restoring it gives the same hash. */
-    char *doc_json = doc ? cJSON_PrintUnformatted(doc) : NULL;
     lm_config_t *cfg = doc ? lm_config_build(doc, &a->errs) : NULL;
     a->parse_ms = lm__ms_since(&t0);
     if (!cfg) {
-        cJSON_free(doc_json);
         a->result = LM_ERROR;
         return;
     }
@@ -352,7 +424,6 @@ static void lm__apply_compile(lm_server_t *srv, lm__apply_job_t *j, const char *
     if (a->check_hash && current_hash && strcmp(current_hash, cfg->hash) == 0) {
         a->unchanged = true;
         a->result = LM_OK;
-        cJSON_free(doc_json);
         lm_config_free(cfg);
         return;
     }
@@ -360,14 +431,8 @@ static void lm__apply_compile(lm_server_t *srv, lm__apply_job_t *j, const char *
     j->snap = lm_snapshot_compile(cfg, &a->errs);
     a->compile_ms = lm__ms_since(&t0);
     if (!j->snap) {
-        cJSON_free(doc_json);
         a->result = LM_ERROR;
         return;
-    }
-    if (doc_json) { /* not yet published: still ours to change */
-        cJSON_free(j->snap->doc_json);
-        j->snap->doc_json = doc_json;
-        j->snap->doc_json_len = strlen(doc_json);
     }
     lm__persist(srv, j->snap);
     a->result = LM_OK;
@@ -685,6 +750,7 @@ int lm_server_run(const lm_server_opts_t *opts)
         uv_loop_init(&w->loop);
         uv_async_init(&w->loop, &w->async, lm__worker_async);
         w->async.data = w;
+        lm_worker_defer_init(w);
         lm_map_init(&w->pools);
         lm_snapshot_ref(srv->current);
         lm__worker_take_snapshot(w, srv->current);

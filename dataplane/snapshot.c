@@ -189,7 +189,10 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
         rt->svc = r->service ? &s->services[r->service->index] : NULL;
         rt->label = r->name ? r->name : r->id ? r->id : lm_arena_sprintf(s->arena, "route-%zu", r->index);
     }
-    s->doc_json = cJSON_PrintUnformatted(cfg->doc);
+    /* the document as given (what the hash covers): GET /config and the
+     * state file serve it, so posting it back gives the same hash */
+    s->doc_json = cfg->canonical_json;
+    cfg->canonical_json = NULL;
     s->doc_json_len = s->doc_json ? strlen(s->doc_json) : 0;
     s->no_route_metrics = lm_metrics_block("", "");
     return s;
@@ -221,7 +224,7 @@ void lm_snapshot_unref(lm_snapshot_t *s)
         return;
     if (s->router)
         lm_router_free(s->router);
-    free(s->doc_json);
+    cJSON_free(s->doc_json);
     lm_arena_destroy(s->arena);
     lm_config_free(s->cfg);
     free(s);

@@ -241,7 +241,7 @@ static void lm__up_written(uv_write_t *wr, int status)
 int lm_upstream_write(lm_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     u->writing = true;
-    int rc = uv_write(&u->write_req, (uv_stream_t *)&u->tcp, bufs, n, lm__up_written);
+    int rc = lm_stream_write(u->w, (uv_stream_t *)&u->tcp, &u->write_req, &u->write_defer, bufs, n, lm__up_written);
     if (rc < 0)
         u->writing = false;
     return rc < 0 ? LM_ERROR : LM_OK;

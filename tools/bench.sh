@@ -69,10 +69,8 @@ NG_PID=$(pgrep -P "$NG_MASTER" | head -1)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 CLK=$(getconf CLK_TCK)
 
-run() { # name port pid
+run() { # name port pid round -> one line in $B/results.txt
   local name=$1 port=$2 pid=$3
-  curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "$name does not answer"; exit 1; }
-  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
   local t0; t0=$(cpu_ticks "$pid")
   wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" >"$B/wrk-$name.txt"
   local t1; t1=$(cpu_ticks "$pid")
@@ -82,16 +80,36 @@ run() { # name port pid
   p99=$(awk '$1=="99%" {print $2}' "$B/wrk-$name.txt")
   errs=$(awk '/Non-2xx|Socket errors/ {print}' "$B/wrk-$name.txt" | tr '\n' ' ')
   local us; us=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK" -v n="$reqs" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }')
-  printf "%-8s %12s req/s  p99 %8s  %7s us CPU/request  %s\n" "$name" "$rps" "$p99" "$us" "$errs"
-  eval "US_$name=$us; RPS_$name=$rps"
+  printf "  round %s %-8s %10s req/s  p99 %8s  %6s us CPU/request  %s\n" "$4" "$name" "$rps" "$p99" "$us" "$errs"
+  echo "$name $rps $p99 $us" >>"$B/results.txt"
 }
 
-echo "== proxy throughput: one worker each, $CONNS keep-alive connections, ${DUR}s (wrk), same upstream =="
-run nginx $NG_PORT "$NG_PID"
-run haproxy $HA_PORT "$HA_PID"
-run limen $LM_PORT "$LM_PID"
-awk -v l="$US_limen" -v n="$US_nginx" -v h="$US_haproxy" -v rl="$RPS_limen" -v rn="$RPS_nginx" -v rh="$RPS_haproxy" 'BEGIN {
-  printf "limen CPU/request: %.2fx nginx (target <= 0.85), %.2fx haproxy;  req/s: %.2fx nginx, %.2fx haproxy\n", l/n, l/h, rl/rn, rl/rh }'
+ROUNDS=${BENCH_ROUNDS:-3}
+echo "== proxy throughput: one worker each, $CONNS keep-alive connections, ${DUR}s x $ROUNDS rounds (wrk), same upstream =="
+for name in nginx haproxy limen; do # warm-up
+  port_var=$(echo "$name" | sed 's/nginx/NG_PORT/; s/haproxy/HA_PORT/; s/limen/LM_PORT/')
+  curl -sf "http://127.0.0.1:${!port_var}/" >/dev/null || { echo "$name does not answer"; exit 1; }
+  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${!port_var}/" >/dev/null
+done
+: >"$B/results.txt"
+for round in $(seq "$ROUNDS"); do # interleaved, so drift hits all three alike
+  run nginx $NG_PORT "$NG_PID" "$round"
+  run haproxy $HA_PORT "$HA_PID" "$round"
+  run limen $LM_PORT "$LM_PID" "$round"
+done
+python3 - "$B/results.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for name in ("nginx", "haproxy", "limen"):
+    r = [x for x in rows if x[0] == name]
+    med[name] = (statistics.median(float(x[1]) for x in r), statistics.median(float(x[3]) for x in r),
+                 sorted(x[2] for x in r)[len(r) // 2])
+    print(f"{name:8s} median {med[name][0]:10.0f} req/s  p99 {med[name][2]:>8s}  {med[name][1]:6.2f} us CPU/request")
+l, n, h = med["limen"], med["nginx"], med["haproxy"]
+print(f"limen CPU/request: {l[1]/n[1]:.2f}x nginx (target <= 0.85), {l[1]/h[1]:.2f}x haproxy; "
+      f"req/s: {l[0]/n[0]:.2f}x nginx, {l[0]/h[0]:.2f}x haproxy")
+PY
 
 echo
 echo "== memory and config apply =="
@@ -115,7 +133,8 @@ curl -s -o "$B/apply.json" -w "%{time_total}" --unix-socket "$PWD/$B/admin.sock"
   --data-binary @"$B/big.json" http://localhost/config >"$B/apply-time.txt"
 wait $WRK
 echo "10,000 services + 10,000 routes via POST /config: $(awk '{printf "%.1f ms", $1*1000}' "$B/apply-time.txt") end to end ($(cat "$B/apply.json"))"
-echo "traffic during the apply: $(awk '/requests in/ {print $1" requests"}' "$B/wrk-apply.txt"), failures: $(awk '/Non-2xx|Socket errors/ {print}' "$B/wrk-apply.txt" | tr '\n' ' ' | sed 's/^$/none/')"
+fails=$(grep -E 'Non-2xx|Socket errors' "$B/wrk-apply.txt" | tr '\n' ' ' || true)
+echo "traffic during the apply: $(awk '/requests in/ {print $1" requests"}' "$B/wrk-apply.txt"), failures: ${fails:-none}"
 sleep 0.5
 curl -sf -H 'Host: host-9999.example.com' "http://127.0.0.1:$LM_PORT/api/v1/resource-9999" >/dev/null && echo "a route of the new config answers"
 echo "limen RSS with the 10k config: $(rss "$LM_PID") KiB"
