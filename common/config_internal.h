@@ -98,6 +98,16 @@ void lm__each(lm__b_t *b, const lm__ent_t *parent, const cJSON *obj, const char 
               void (*fn)(lm__b_t *b, const cJSON *item, const char *path, void *parent),
               void *parent_obj);
 
+/* shared helpers (config_fields.c) */
+extern const char *const lm__protocols[]; /* every protocol a service or route may name */
+bool lm__is_integer(const cJSON *v);
+char *lm__one_of_list(lm__b_t *b, const char *const *vals);
+bool lm__in(const char *s, const char *const *vals);
+char *lm__get_name(lm__b_t *b, const lm__ent_t *e, const char *key, bool required);
+char **lm__get_protocols(lm__b_t *b, const lm__ent_t *e, size_t *n,
+                                const char *const *def, size_t ndef);
+bool lm__has(char **list, size_t n, const char *s);
+
 /* validators (config_entities.c): NULL when valid, else Kong's message */
 const char *lm__check_hostname(lm__b_t *b, const char *host, bool allow_port, bool allow_wildcard,
                                bool allow_ip);
