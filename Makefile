@@ -5,17 +5,17 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
-BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -pthread -Icommon -Idataplane $(WARN) $(PKG_CFLAGS)
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -pthread -Icommon -Idataplane -Idataplane/plugins $(WARN) $(PKG_CFLAGS)
 LIBS    := $(PKG_LIBS) -lpthread -lm
 
 RELEASE_CFLAGS := $(BASE_CFLAGS) -O2
 ASAN_CFLAGS    := $(BASE_CFLAGS) -Wno-format-truncation -Wno-nonnull -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -DLM_SANITIZE=1
 
 COMMON_SRC := $(filter-out %_test.c,$(wildcard common/*.c))
-DP_SRC     := $(filter-out %_test.c %_bench.c dataplane/main.c,$(wildcard dataplane/*.c))
+DP_SRC     := $(filter-out %_test.c %_bench.c dataplane/main.c,$(wildcard dataplane/*.c dataplane/plugins/*.c))
 LIB_SRC    := $(COMMON_SRC) $(DP_SRC)
-UNIT_SRC   := $(wildcard common/*_test.c dataplane/*_test.c)
-HEADERS    := $(wildcard common/*.h dataplane/*.h)
+UNIT_SRC   := $(wildcard common/*_test.c dataplane/*_test.c dataplane/plugins/*_test.c)
+HEADERS    := $(wildcard common/*.h dataplane/*.h dataplane/plugins/*.h)
 
 REL_OBJ  := $(patsubst %.c,build/rel/%.o,$(LIB_SRC))
 ASAN_OBJ := $(patsubst %.c,build/asan/%.o,$(LIB_SRC))
@@ -78,7 +78,7 @@ unit-asan: $(UNIT_BIN_ASAN)
 # libFuzzer targets (clang); `make fuzz-replay` runs each over its corpus once
 build/fuzz/%: %.c $(LIB_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
-	@echo "  FUZZ    $@"; clang -std=gnu11 -g -O1 -w -pthread -Icommon -Idataplane $(PKG_CFLAGS) -DLM_FUZZ=1 \
+	@echo "  FUZZ    $@"; clang -std=gnu11 -D_GNU_SOURCE -g -O1 -w -pthread -Icommon -Idataplane -Idataplane/plugins $(PKG_CFLAGS) -DLM_FUZZ=1 \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -o $@ $< $(LIB_SRC) $(LIBS)
 

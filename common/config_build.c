@@ -640,6 +640,7 @@ static void lm__build_plugin(lm__b_t *b, const cJSON *item, const char *path, in
     lm__check_fields(b, &e, lm__plugin_fields);
     lm_plugin_t *p = lm_arena_calloc(b->a, sizeof(*p));
     p->index = b->plugins.n;
+    p->path = lm_arena_strdup(b->a, path);
     lm__vec_push(b, &b->plugins, p);
     p->id = lm__get_id(b, &e);
     lm__check_unique(b, &e, &b->plugin_by_id, "id", p->id, p);

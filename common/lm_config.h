@@ -148,6 +148,7 @@ typedef struct {
     cJSON *config;       /* the config object as given (owned by the document tree); {} if absent */
     char **protocols; size_t num_protocols;
     char **tags; size_t num_tags;
+    char *path;          /* where it is in the document, e.g. "services[0].plugins[1]" (for errors) */
 } lm_plugin_t;
 
 /* A plugin-owned credential (keyauth_credentials, basicauth_credentials,

@@ -6,6 +6,8 @@
 #ifndef LM_LOG_H
 #define LM_LOG_H
 
+#include <stddef.h>
+
 typedef enum { LM_LOG_DEBUG = 0, LM_LOG_INFO, LM_LOG_WARN, LM_LOG_ERROR } lm_log_level_t;
 
 void lm_log_set_level(lm_log_level_t level);

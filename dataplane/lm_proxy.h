@@ -19,6 +19,7 @@
 #include "lm_map.h"
 #include "lm_server.h"
 #include "lm_snapshot.h"
+#include "lm_plugin_rt.h"
 
 #include <stdatomic.h>
 #include <uv.h>
@@ -98,6 +99,8 @@ struct lm_server {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
     int exit_code;
+    struct lm_cidr *trusted; /* --trusted-ips */
+    size_t num_trusted;
 };
 
 struct lm_conn {
@@ -175,7 +178,36 @@ struct lm_req {
     int writes_pending;
     uint64_t bytes_out;
     bool finished;
+
+    /* plugins (ctx.c): the request as the upstream will get it, and what plugins decided */
+    lm_http_header_t *hdrs;   /* request headers (LM_HDR_F_DELETED marks removed ones) */
+    size_t num_hdrs, hdrs_cap;
+    lm_str_t npath;           /* normalised path */
+    lm_str_t raw_query;       /* ptr NULL when none */
+    int64_t content_length;   /* -1 when none */
+    lm_str_t *drop_args;      /* query arguments removed for the upstream */
+    size_t num_drop_args;
+    const lm_plugin_chain_t *chain;
+    const lm_plugin_inst_t **ran; /* instances that take part (header_filter, log) */
+    size_t num_ran;
+    bool filters;             /* some instance in ran has a header_filter */
+    const lm_consumer_t *consumer;
+    const char *credential_id;
+    bool anonymous;
+    bool exited;              /* a plugin answered: lm_ctx_exit */
+    int exit_status;
+    const char *exit_ctype, *exit_body, *exit_headers;
+    size_t exit_body_len;
+    lm_http_header_t *resp_hdrs; /* response head while header_filter runs */
+    size_t num_resp_hdrs, resp_hdrs_cap;
+    uint64_t body_limit;      /* 0: none */
+    const char *body_limit_msg;
+    uint64_t body_seen;
+    char real_ip[48];
+    bool real_ip_done;
 };
+
+#define LM_HDR_F_DELETED 0x80 /* removed by a plugin */
 
 /* ---- server.c ---- */
 /* Current snapshot wrapper of the worker with one more request reference. */
@@ -207,6 +239,21 @@ void lm_proxy_upstream_eof(lm_req_t *r);
 void lm_proxy_upstream_write_done(lm_req_t *r);
 void lm_proxy_close_idle(lm_worker_t *w);                      /* drain: close idle client conns */
 void lm_proxy_close_all(lm_worker_t *w);
+
+/* ---- ctx.c (the lm_ctx_* API of lm_plugin.h, over lm_req_t) ---- */
+/* Copies the parsed headers into the request's mutable list. */
+void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n);
+/* Runs one phase over r->ran (header_filter) or the chain (rewrite/access);
+ * LM_OK, LM_PLUGIN_DONE or LM_ERROR. */
+int lm_ctx_run_rewrite(lm_req_t *r, const lm_plugin_chain_t *global);
+int lm_ctx_run_access(lm_req_t *r);
+void lm_ctx_run_header_filter(lm_req_t *r);
+void lm_ctx_run_log(lm_req_t *r);
+void lm_ctx_resp_init(lm_req_t *r, size_t cap);
+void lm_ctx_resp_append(lm_req_t *r, lm_str_t name, lm_str_t value);
+/* trusted proxies (--trusted-ips): parsed once at start-up */
+int lm_trusted_parse(lm_server_t *srv, const char *list, char *err, size_t errlen);
+void lm_trusted_free(lm_server_t *srv);
 
 /* ---- upstream.c ---- */
 /* Gets a pooled connection to peer or starts connecting; calls back

@@ -15,6 +15,7 @@
 #include "lm_arena.h"
 #include "lm_config.h"
 #include "lm_metrics.h"
+#include "lm_plugin_rt.h"
 #include "lm_router.h"
 
 #include <netinet/in.h>
@@ -47,6 +48,7 @@ typedef struct {
     lm_svc_rt_t *svc;       /* NULL: route without a service */
     const char *label;
     _Atomic(lm_metrics_block_t *) metrics; /* created on first use */
+    lm_plugin_chain_t chain;                /* plugins that apply before a consumer is known */
 } lm_route_rt_t;
 
 typedef struct lm_snapshot {
@@ -61,6 +63,8 @@ typedef struct lm_snapshot {
     char *doc_json;         /* canonical JSON of the document (for GET /config and the state dir) */
     size_t doc_json_len;
     lm_metrics_block_t *no_route_metrics;
+    lm_plugin_rt_t plugins;
+    bool plugins_built;
 } lm_snapshot_t;
 
 /*

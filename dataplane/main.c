@@ -1,6 +1,7 @@
 /* main.c - limen-dataplane: command line and environment, then lm_server_run. */
 #include "lm_config.h"
 #include "lm_log.h"
+#include "lm_plugin_rt.h"
 #include "lm_server.h"
 
 #include <errno.h>
@@ -35,6 +36,10 @@ static const char lm__usage[] =
     "  --drain-timeout MS      on SIGTERM, how long in-flight requests may take (LIMEN_DRAIN_TIMEOUT);\n"
     "                          default 10000\n"
     "  --log-level LEVEL       debug, info, warn or error (LIMEN_LOG_LEVEL); default info\n"
+    "  --trusted-ips LIST      comma-separated addresses/CIDRs of proxies in front of Limen whose\n"
+    "                          real-IP header is believed (LIMEN_TRUSTED_IPS); default none\n"
+    "  --real-ip-header NAME   where trusted proxies put the client address (LIMEN_REAL_IP_HEADER);\n"
+    "                          default X-Real-IP; with X-Forwarded-For the last address is used\n"
     "  --check FILE            validate FILE, print every error with its path, exit 1 if invalid\n"
     "  --help, --version\n"
     "\n"
@@ -46,6 +51,10 @@ static int lm__check(const char *path)
     lm_config_errors_t errs;
     lm_config_errors_init(&errs);
     lm_config_t *cfg = lm_config_load_file(path, &errs);
+    if (cfg && lm_plugins_validate(cfg, &errs) != LM_OK) { /* plugin configs, with their schemas */
+        lm_config_free(cfg);
+        cfg = NULL;
+    }
     int rc = 0;
     if (cfg) {
         printf("%s: OK (%zu services, %zu routes, %zu consumers, %zu plugins, %zu upstreams; hash %s)\n", path,
@@ -111,6 +120,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "limen-dataplane: LIMEN_DRAIN_TIMEOUT: '%s' is not a number of milliseconds\n", v);
         return 2;
     }
+    if ((v = getenv("LIMEN_TRUSTED_IPS")) && *v)
+        o.trusted_ips = v;
+    if ((v = getenv("LIMEN_REAL_IP_HEADER")) && *v)
+        o.real_ip_header = v;
     if ((v = getenv("LIMEN_LOG_LEVEL")) && *v && lm_log_parse_level(v) >= 0)
         lm_log_set_level((lm_log_level_t)lm_log_parse_level(v));
 
@@ -178,6 +191,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "limen-dataplane: --drain-timeout: '%s' is not a number of milliseconds\n", val);
                 return 2;
             }
+        } else if (strcmp(a, "--trusted-ips") == 0) {
+            LM_TAKE();
+            o.trusted_ips = val;
+        } else if (strcmp(a, "--real-ip-header") == 0) {
+            LM_TAKE();
+            o.real_ip_header = val;
         } else if (strcmp(a, "--log-level") == 0) {
             LM_TAKE();
             int l = lm_log_parse_level(val);

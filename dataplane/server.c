@@ -702,6 +702,11 @@ int lm_server_run(const lm_server_opts_t *opts)
     }
     if (lm__prepare_state_dir(srv->opts.state_dir) != LM_OK)
         return 1;
+    char terr[256];
+    if (lm_trusted_parse(srv, srv->opts.trusted_ips, terr, sizeof(terr)) != LM_OK) {
+        lm_log_error("%s", terr);
+        return 2;
+    }
     if (srv->opts.access_log) {
         srv->access_log_fd = open(srv->opts.access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         if (srv->access_log_fd < 0) {
@@ -797,6 +802,7 @@ out:
         lm_snapshot_unref(srv->current);
     srv->current = NULL;
     free(srv->workers);
+    lm_trusted_free(srv);
     if (srv->access_log_fd >= 0)
         close(srv->access_log_fd);
     uv_loop_close(srv->loop);

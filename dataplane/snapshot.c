@@ -172,6 +172,12 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
         return NULL;
     }
 
+    s->plugins_built = true;
+    if (lm_plugin_rt_build(&s->plugins, cfg, s->arena, errs) != LM_OK) {
+        lm_snapshot_unref(s);
+        return NULL;
+    }
+
     lm_map_t cache;
     lm_map_init(&cache);
     s->num_services = cfg->num_services;
@@ -188,6 +194,7 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
         rt->route = r;
         rt->svc = r->service ? &s->services[r->service->index] : NULL;
         rt->label = r->name ? r->name : r->id ? r->id : lm_arena_sprintf(s->arena, "route-%zu", r->index);
+        lm_plugin_rt_chain(&s->plugins, s->arena, r, &rt->chain);
     }
     /* the document as given (what the hash covers): GET /config and the
      * state file serve it, so posting it back gives the same hash */
@@ -224,6 +231,8 @@ void lm_snapshot_unref(lm_snapshot_t *s)
         return;
     if (s->router)
         lm_router_free(s->router);
+    if (s->plugins_built)
+        lm_plugin_rt_free(&s->plugins);
     cJSON_free(s->doc_json);
     lm_arena_destroy(s->arena);
     lm_config_free(s->cfg);

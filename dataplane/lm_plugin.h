@@ -1,0 +1,150 @@
+/*
+ * lm_plugin.h - the plugin interface: an ops table per plugin, listed in one
+ * registry array (dataplane/plugins/registry.c), plus the request context
+ * API plugins use (lm_ctx_*).
+ *
+ * Lifecycle
+ *   configure  once per snapshot, off the event loops: the config object has
+ *              already been validated against ops->schema and has every
+ *              default filled in; compile it into *out (memory from cc->arena,
+ *              which lives as long as the snapshot). Extra checks report with
+ *              lm_plugin_error and return LM_ERROR.
+ *   rewrite    global plugins only, before the consumer is known (Kong's rewrite)
+ *   access     after routing; auth plugins (highest priorities) set the consumer
+ *   header_filter  on the response head (from the upstream or from lm_ctx_exit)
+ *   log        after the response was sent
+ * Phases run plugins from the highest priority to the lowest (Kong's numbers).
+ *
+ * Which instance runs (one per plugin name per request), most specific first,
+ * as Kong: consumer+route+service, consumer+route, consumer+service,
+ * route+service, consumer, route, service, global. Disabled instances and
+ * instances whose `protocols` do not include the request's never run.
+ *
+ * Phase return values: LM_OK (go on), LM_PLUGIN_DONE (lm_ctx_exit was called:
+ * the rest of the phase and the proxying are skipped; header_filter and log
+ * still run), LM_ERROR (the request fails with 500).
+ */
+#ifndef LM_PLUGIN_H
+#define LM_PLUGIN_H
+
+#include "lm_core.h"
+#include "lm_arena.h"
+#include "lm_config.h"
+#include "lm_schema.h"
+
+#define LM_PLUGIN_ABI_VERSION 1
+#define LM_PLUGIN_DONE 1
+
+typedef struct lm_ctx lm_ctx_t; /* a request, as plugins see it */
+
+typedef struct {
+    lm_arena_t *arena;           /* the snapshot's: compiled configs live here */
+    const lm_config_t *cfg;      /* the whole configuration (consumers, credentials, ...) */
+    const lm_plugin_t *entity;   /* the plugin entity being configured */
+    lm_schema_ctx_t sc;          /* where errors go (path "...plugins[1].config") */
+} lm_plugin_cfg_ctx_t;
+
+typedef struct lm_plugin_ops {
+    uint32_t abi_version; /* LM_PLUGIN_ABI_VERSION */
+    const char *name;
+    int priority;
+    const lm_schema_field_t *schema; /* NULL: the config must be empty */
+    int (*configure)(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **out); /* NULL: *out = NULL */
+    int (*rewrite)(lm_ctx_t *ctx, const void *conf);
+    int (*access)(lm_ctx_t *ctx, const void *conf);
+    int (*header_filter)(lm_ctx_t *ctx, const void *conf);
+    void (*log)(lm_ctx_t *ctx, const void *conf);
+} lm_plugin_ops_t;
+
+/* Reports a configuration error on a field of the plugin's config ("minute",
+ * or NULL for the config as a whole). */
+void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The registry (registry.c): every built-in plugin, highest priority first. */
+extern const lm_plugin_ops_t *const lm_plugins[];
+const lm_plugin_ops_t *lm_plugin_find(const char *name);
+
+/* ---- request: read ------------------------------------------------------ */
+lm_str_t lm_ctx_method(lm_ctx_t *ctx);
+lm_str_t lm_ctx_path(lm_ctx_t *ctx);       /* normalised, without the query */
+lm_str_t lm_ctx_raw_query(lm_ctx_t *ctx);  /* after '?', as sent; ptr NULL when none */
+lm_str_t lm_ctx_host(lm_ctx_t *ctx);       /* Host header (port included) */
+const char *lm_ctx_scheme(lm_ctx_t *ctx);  /* "http" or "https" */
+const char *lm_ctx_client_ip(lm_ctx_t *ctx);
+int lm_ctx_client_port(lm_ctx_t *ctx);
+/* First header with this name (case-insensitive): true and *value, or false. */
+bool lm_ctx_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+/* Every request header in order: false when i is past the end. */
+bool lm_ctx_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *value);
+/* First query argument with this name, percent-decoded (request arena); a
+ * bare "name" gives an empty value. */
+bool lm_ctx_query_arg(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+/* Content-Length of the request body, or -1 (chunked or none: see lm_ctx_has_body). */
+int64_t lm_ctx_content_length(lm_ctx_t *ctx);
+bool lm_ctx_has_body(lm_ctx_t *ctx);
+/*
+ * Caps the request body (request-size-limiting): when more than max_bytes
+ * arrive, the request ends with 413 and `message` (Kong's JSON) if nothing was
+ * forwarded yet, else both connections are closed (the upstream never gets a
+ * complete oversized request). A Content-Length over the cap is the plugin's
+ * to refuse at once with lm_ctx_exit.
+ */
+void lm_ctx_limit_body(lm_ctx_t *ctx, uint64_t max_bytes, const char *message);
+
+const lm_route_t *lm_ctx_route(lm_ctx_t *ctx);     /* NULL before routing / no route */
+const lm_service_t *lm_ctx_service(lm_ctx_t *ctx); /* NULL when the route has none */
+const lm_config_t *lm_ctx_config(lm_ctx_t *ctx);
+
+/* ---- request: change what the upstream gets ----------------------------- */
+void lm_ctx_set_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value); /* replaces every one */
+void lm_ctx_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
+void lm_ctx_remove_header(lm_ctx_t *ctx, lm_str_t name);
+/* Removes every query argument with this name from the upstream request. */
+void lm_ctx_remove_query_arg(lm_ctx_t *ctx, lm_str_t name);
+
+/* ---- consumers and credentials ------------------------------------------ */
+const lm_consumer_t *lm_ctx_consumer(lm_ctx_t *ctx);
+/* Finds a credential of `kind` ("keyauth_credentials", "basicauth_credentials",
+ * "jwt_secrets", "hmacauth_credentials") by its lookup field (key, username,
+ * key, username respectively) in the snapshot's index. */
+const lm_credential_t *lm_ctx_find_credential(lm_ctx_t *ctx, const char *kind, lm_str_t value);
+/* Every acl group of a consumer: *n groups (snapshot memory). */
+const char *const *lm_ctx_consumer_groups(lm_ctx_t *ctx, const lm_consumer_t *c, size_t *n);
+/* Consumer by id or username (for `anonymous`), or NULL. */
+const lm_consumer_t *lm_ctx_find_consumer(lm_ctx_t *ctx, const char *id_or_username);
+/*
+ * Marks the request authenticated (Kong's set_consumer): sets X-Consumer-ID,
+ * X-Consumer-Username, X-Consumer-Custom-ID (each removed when the consumer
+ * has no such field), X-Credential-Identifier (credential_id, or removed) and
+ * removes X-Anonymous-Consumer; with anonymous = true sets
+ * X-Anonymous-Consumer: true and no credential.
+ */
+void lm_ctx_set_consumer(lm_ctx_t *ctx, const lm_consumer_t *c, const char *credential_id, bool anonymous);
+bool lm_ctx_is_anonymous(lm_ctx_t *ctx);
+/* The identifier of the authenticating credential, or NULL. */
+const char *lm_ctx_credential_id(lm_ctx_t *ctx);
+
+/* ---- responses ---------------------------------------------------------- */
+/*
+ * Ends the request with a response from the proxy (Kong's kong.response.exit):
+ * message != NULL gives Kong's JSON body {"message": message} (request_id added),
+ * else body/body_len with content_type. extra_headers: "Name: value\r\n" lines
+ * or NULL. Returns LM_PLUGIN_DONE for the phase callback to return.
+ */
+int lm_ctx_exit(lm_ctx_t *ctx, int status, const char *message, const char *extra_headers);
+int lm_ctx_exit_body(lm_ctx_t *ctx, int status, const char *content_type, const char *body, size_t body_len,
+                     const char *extra_headers);
+
+/* ---- response head (header_filter) ---------------------------------------- */
+int lm_ctx_status(lm_ctx_t *ctx);
+bool lm_ctx_resp_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+void lm_ctx_resp_set_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
+void lm_ctx_resp_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
+void lm_ctx_resp_remove_header(lm_ctx_t *ctx, lm_str_t name);
+
+/* ---- memory --------------------------------------------------------------- */
+void *lm_ctx_alloc(lm_ctx_t *ctx, size_t size); /* request arena, freed when the request ends */
+lm_arena_t *lm_ctx_arena(lm_ctx_t *ctx);
+
+#endif /* LM_PLUGIN_H */
