@@ -50,13 +50,21 @@ build/rel/liblimen.a: $(REL_OBJ)
 build/asan/liblimen.a: $(ASAN_OBJ)
 	@rm -f $@; ar rcs $@ $^
 
+# -rdynamic and the whole library: plugins loaded with --plugin-dir call the lm_ctx_* API
 bin/limen-dataplane: build/rel/dataplane/main.o build/rel/liblimen.a
 	@mkdir -p bin
-	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive build/rel/liblimen.a -Wl,--no-whole-archive $(LIBS)
 
 bin/asan/limen-dataplane: build/asan/dataplane/main.o build/asan/liblimen.a
 	@mkdir -p bin/asan
-	@echo "  LD asan $@"; $(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD asan $@"; $(CC) $(ASAN_CFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive build/asan/liblimen.a -Wl,--no-whole-archive $(LIBS)
+
+# the example external plugin (examples/plugins), built and tested by `make test`
+build/plugins/%.so: examples/plugins/%.c dataplane/lm_plugin.h common/lm_schema.h
+	@mkdir -p build/plugins
+	@echo "  SO      $@"; $(CC) $(RELEASE_CFLAGS) -shared -fPIC -o $@ $<
+
+PLUGIN_SO := $(patsubst examples/plugins/%.c,build/plugins/%.so,$(wildcard examples/plugins/*.c))
 
 asan: bin/asan/limen-dataplane
 
@@ -87,14 +95,14 @@ fuzz-build: $(FUZZ_BIN)
 fuzz-replay: $(FUZZ_BIN)
 	@tools/run-suite.sh fuzz-replay $(FUZZ_BIN)
 
-blackbox: bin/asan/limen-dataplane bin/limen-dataplane
+blackbox: bin/asan/limen-dataplane bin/limen-dataplane $(PLUGIN_SO)
 	@tools/run-suite.sh blackbox
 
 run: deps bin/limen-dataplane
 	@tools/run-example.sh
 
 test: deps
-	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN) $(PLUGIN_SO)
 	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)
 
 build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)

@@ -621,9 +621,23 @@ static const char *const lm__known_plugins[] = {
     "udp-log", "zipkin", NULL
 };
 
+/* names of plugins loaded at start-up from --plugin-dir; set before any
+ * configuration is built, read-only afterwards */
+#define LM__MAX_EXTRA_PLUGINS 64
+static const char *lm__extra_plugins[LM__MAX_EXTRA_PLUGINS + 1];
+static size_t lm__num_extra_plugins;
+
+int lm_config_add_plugin_name(const char *name)
+{
+    if (lm__num_extra_plugins == LM__MAX_EXTRA_PLUGINS)
+        return LM_ERROR;
+    lm__extra_plugins[lm__num_extra_plugins++] = name;
+    return LM_OK;
+}
+
 bool lm_config_plugin_known(const char *name)
 {
-    return name != NULL && lm__in(name, lm__known_plugins);
+    return name != NULL && (lm__in(name, lm__known_plugins) || lm__in(name, lm__extra_plugins));
 }
 
 static const char *const lm__plugin_fields[] = { "id", "name", "instance_name", "config",

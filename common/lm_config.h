@@ -268,5 +268,8 @@ lm_consumer_t *lm_config_find_consumer(const lm_config_t *cfg, const char *key);
  * others are reported "plugin 'x' not enabled; add it to the 'plugins'
  * configuration property", as Kong does. */
 bool lm_config_plugin_known(const char *name);
+/* Makes a plugin name known (an external plugin loaded at start-up, before
+ * any configuration is built; the string must live as long as the process). */
+int lm_config_add_plugin_name(const char *name);
 
 #endif /* LM_CONFIG_H */

@@ -75,21 +75,21 @@ static bool lm__range(const lm_schema_ctx_t *sc, const char *field, const lm_sch
     lm__fmt_num(hi, sizeof(hi), f->max);
     if (f->has_min && f->has_max && (v < f->min || v > f->max)) {
         if (what)
-            lm_schema_error(sc, field, "%s should be between %s and %s", what, lo, hi);
+            lm_schema_error(sc, field, "%s must be between %s and %s", what, lo, hi);
         else
             lm_schema_error(sc, field, "value should be between %s and %s", lo, hi);
         return false;
     }
     if (f->has_min && v < f->min) {
         if (what)
-            lm_schema_error(sc, field, "%s should be at least %s", what, lo);
+            lm_schema_error(sc, field, "%s must be at least %s", what, lo);
         else
             lm_schema_error(sc, field, "value must be greater than or equal to %s", lo);
         return false;
     }
     if (f->has_max && v > f->max) {
         if (what)
-            lm_schema_error(sc, field, "%s should be at most %s", what, hi);
+            lm_schema_error(sc, field, "%s must be at most %s", what, hi);
         else
             lm_schema_error(sc, field, "value must be less than or equal to %s", hi);
         return false;

@@ -61,9 +61,35 @@ typedef struct lm_plugin_ops {
 void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* The registry (registry.c): every built-in plugin, highest priority first. */
-extern const lm_plugin_ops_t *const lm_plugins[];
+/* The registry (registry.c): every plugin, built-in and loaded, highest
+ * priority first, NULL-terminated. Fixed once the process has started. */
+const lm_plugin_ops_t *const *lm_plugin_all(void);
 const lm_plugin_ops_t *lm_plugin_find(const char *name);
+/* Adds a plugin before any configuration is compiled (start-up only). */
+int lm_plugin_register(const lm_plugin_ops_t *ops, char *err, size_t errlen);
+/* Loads every *.so in dir: each exports `const lm_plugin_ops_t limen_plugin`
+ * built against this header (abi_version must equal LM_PLUGIN_ABI_VERSION).
+ * A plugin that fails is reported in the log and skipped; returns how many
+ * were loaded. lm_plugin_unload_all closes them at exit. */
+int lm_plugin_load_dir(const char *dir);
+void lm_plugin_unload_all(void);
+
+/*
+ * Writing an external plugin (see examples/plugins/hello.c):
+ *
+ *   #include "lm_plugin.h"
+ *   static int my_access(lm_ctx_t *ctx, const void *conf) { ...; return LM_OK; }
+ *   const lm_plugin_ops_t limen_plugin = {
+ *       .abi_version = LM_PLUGIN_ABI_VERSION, .name = "my-plugin", .priority = 800,
+ *       .schema = my_fields, .configure = my_configure, .access = my_access,
+ *   };
+ *
+ *   cc -shared -fPIC -I<limen>/common -I<limen>/dataplane -I/usr/include/cjson -o my-plugin.so my.c
+ *   limen-dataplane --plugin-dir DIR ...
+ *
+ * ABI version 1 is this header as it is: a change to lm_plugin_ops_t, to the
+ * lm_ctx_* signatures or to lm_schema_field_t bumps LM_PLUGIN_ABI_VERSION.
+ */
 
 /* ---- request: read ------------------------------------------------------ */
 lm_str_t lm_ctx_method(lm_ctx_t *ctx);

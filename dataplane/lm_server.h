@@ -23,6 +23,7 @@ typedef struct {
     int workers;               /* 0 = number of cores */
     bool latency_headers;      /* X-Limen-Upstream-Latency / X-Limen-Proxy-Latency */
     int drain_timeout_ms;      /* SIGTERM: how long in-flight requests may take */
+    const char *plugin_dir;    /* external plugins (*.so) to load at start-up, or NULL */
     const char *trusted_ips;   /* comma-separated addresses/CIDRs whose real-IP header is believed */
     const char *real_ip_header; /* default "X-Real-IP" (Kong's real_ip_header); X-Forwarded-For works too */
 } lm_server_opts_t;

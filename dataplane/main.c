@@ -36,6 +36,8 @@ static const char lm__usage[] =
     "  --drain-timeout MS      on SIGTERM, how long in-flight requests may take (LIMEN_DRAIN_TIMEOUT);\n"
     "                          default 10000\n"
     "  --log-level LEVEL       debug, info, warn or error (LIMEN_LOG_LEVEL); default info\n"
+    "  --plugin-dir DIR        load external plugins (*.so exporting limen_plugin, see lm_plugin.h)\n"
+    "                          (LIMEN_PLUGIN_DIR)\n"
     "  --trusted-ips LIST      comma-separated addresses/CIDRs of proxies in front of Limen whose\n"
     "                          real-IP header is believed (LIMEN_TRUSTED_IPS); default none\n"
     "  --real-ip-header NAME   where trusted proxies put the client address (LIMEN_REAL_IP_HEADER);\n"
@@ -120,6 +122,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "limen-dataplane: LIMEN_DRAIN_TIMEOUT: '%s' is not a number of milliseconds\n", v);
         return 2;
     }
+    if ((v = getenv("LIMEN_PLUGIN_DIR")) && *v)
+        o.plugin_dir = v;
     if ((v = getenv("LIMEN_TRUSTED_IPS")) && *v)
         o.trusted_ips = v;
     if ((v = getenv("LIMEN_REAL_IP_HEADER")) && *v)
@@ -147,7 +151,11 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--check") == 0) {
             LM_TAKE();
-            return lm__check(val);
+            if (o.plugin_dir)
+                lm_plugin_load_dir(o.plugin_dir);
+            int crc = lm__check(val);
+            lm_plugin_unload_all();
+            return crc;
         } else if (strcmp(a, "--config") == 0) {
             LM_TAKE();
             o.config_path = val;
@@ -191,6 +199,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "limen-dataplane: --drain-timeout: '%s' is not a number of milliseconds\n", val);
                 return 2;
             }
+        } else if (strcmp(a, "--plugin-dir") == 0) {
+            LM_TAKE();
+            o.plugin_dir = val;
         } else if (strcmp(a, "--trusted-ips") == 0) {
             LM_TAKE();
             o.trusted_ips = val;

@@ -17,8 +17,9 @@ void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt
 
 static size_t lm__num_types(void)
 {
+    const lm_plugin_ops_t *const *all = lm_plugin_all();
     size_t n = 0;
-    while (lm_plugins[n])
+    while (all[n])
         n++;
     return n;
 }
@@ -240,8 +241,9 @@ int lm_plugin_rt_build(lm_plugin_rt_t *rt, const lm_config_t *cfg, lm_arena_t *a
         inst->ent = p;
         inst->conf = conf;
         inst->protocols = lm__protocols(p);
+        const lm_plugin_ops_t *const *all = lm_plugin_all();
         for (uint32_t t = 0; t < rt->num_types; t++)
-            if (lm_plugins[t] == ops)
+            if (all[t] == ops)
                 inst->type = t;
         if (p->consumer)
             rt->has_consumer_scoped = true;

@@ -58,7 +58,8 @@ LM_TEST(test_precedence)
     for (size_t i = 0; i < errs.count; i++)
         fprintf(stderr, "%s: %s\n", errs.items[i].path, errs.items[i].message);
     uint32_t t = 0;
-    while (lm_plugins[t] && strcmp(lm_plugins[t]->name, "request-termination") != 0)
+    const lm_plugin_ops_t *const *all = lm_plugin_all();
+    while (all[t] && strcmp(all[t]->name, "request-termination") != 0)
         t++;
     const lm_service_t *s1 = lm_config_find_service(cfg, "s1"), *s2 = lm_config_find_service(cfg, "s2");
     const lm_route_t *r1 = cfg->routes[0], *r2 = cfg->routes[1], *r3 = cfg->routes[2];

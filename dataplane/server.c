@@ -702,6 +702,8 @@ int lm_server_run(const lm_server_opts_t *opts)
     }
     if (lm__prepare_state_dir(srv->opts.state_dir) != LM_OK)
         return 1;
+    if (srv->opts.plugin_dir)
+        lm_plugin_load_dir(srv->opts.plugin_dir);
     char terr[256];
     if (lm_trusted_parse(srv, srv->opts.trusted_ips, terr, sizeof(terr)) != LM_OK) {
         lm_log_error("%s", terr);
@@ -803,6 +805,7 @@ out:
     srv->current = NULL;
     free(srv->workers);
     lm_trusted_free(srv);
+    lm_plugin_unload_all(); /* every snapshot is gone: no compiled config points into them */
     if (srv->access_log_fd >= 0)
         close(srv->access_log_fd);
     uv_loop_close(srv->loop);

@@ -121,6 +121,8 @@ static int lm__key_auth_configure(lm_plugin_cfg_ctx_t *cc, const cJSON *conf, vo
 /* How often header `name` was sent (0, 1 or 2 for "more than once"); *value is the first. */
 static int lm__header_count(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value)
 {
+    if (!lm_ctx_header(ctx, name, value))
+        return 0; /* the common miss: one pass */
     int n = 0;
     lm_str_t hn, hv;
     for (size_t i = 0; n < 2 && lm_ctx_header_at(ctx, i, &hn, &hv); i++) {
