@@ -49,6 +49,7 @@ struct lm_schema_field {
     double min, max;                 /* numbers: value; strings: length; arrays: element count */
     const char *const *one_of;       /* strings (and string elements): allowed values, NULL-terminated */
     bool unique;                     /* arrays: a set (duplicates are dropped, as Kong does) */
+    bool allow_empty;                /* strings: "" is valid (by default, as in Kong, it is not) */
     lm_schema_check_fn check;        /* on the value (for arrays and maps: on each element) */
 };
 

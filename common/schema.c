@@ -120,6 +120,10 @@ static cJSON *lm__scalar(const lm_schema_ctx_t *sc, const char *field, const lm_
     bool ok = true;
     if (t == LM_SF_STRING) {
         size_t len = strlen(v->valuestring);
+        if (len == 0 && !f->allow_empty && !(f->has_min && f->min <= 0)) {
+            lm_schema_error(sc, field, "length must be at least 1");
+            return NULL;
+        }
         if ((f->has_min || f->has_max) && !is_elem)
             ok = lm__range(sc, field, f, (double)len, "length");
         else if (f->has_min && is_elem && len < f->min)
@@ -276,13 +280,16 @@ cJSON *lm_schema_apply(const lm_schema_ctx_t *sc, const lm_schema_field_t *field
 
 const char *lm_schema_check_header_name(const cJSON *v)
 {
+    static __thread char msg[320];
     const char *s = v->valuestring;
     if (!s || !*s)
         return "length must be at least 1";
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c))
-            return "bad header name, allowed characters are A-Z, a-z, 0-9, '_', and '-'";
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+            snprintf(msg, sizeof(msg), "bad header name '%.200s', allowed characters are A-Z, a-z, 0-9, '_', and '-'", s);
+            return msg;
+        }
     }
     return NULL;
 }

@@ -106,7 +106,8 @@ LM_TEST(test_errors)
                "expected one of: megabytes, kilobytes, bytes");
     lm__expect("{\"names\":\"apikey\"}", "plugins[3].config.names", "config.names", "expected an array");
     lm__expect("{\"names\":[\"ok\",\"bad name\"]}", "plugins[3].config.names[1]", "config.names[1]",
-               "bad header name, allowed characters are A-Z, a-z, 0-9, '_', and '-'");
+               "bad header name 'bad name', allowed characters are A-Z, a-z, 0-9, '_', and '-'");
+    lm__expect("{\"anonymous\":\"\"}", "plugins[3].config.anonymous", "config.anonymous", "length must be at least 1");
     lm__expect("{\"names\":[1]}", "plugins[3].config.names[0]", "config.names[0]", "expected a string");
     lm__expect("{\"redis\":{\"port\":70000}}", "plugins[3].config.redis.port", "config.redis.port",
                "value should be between 0 and 65535");

@@ -80,6 +80,20 @@ bool lm_ctx_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *value)
     return false;
 }
 
+size_t lm_ctx_header_all(lm_ctx_t *ctx, lm_str_t name, lm_str_t *values, size_t max)
+{
+    lm_req_t *r = R(ctx);
+    size_t n = 0;
+    for (size_t i = 0; i < r->num_hdrs; i++) {
+        if (!(r->hdrs[i].flags & LM_HDR_F_DELETED) && lm_str_ieq(r->hdrs[i].name, name)) {
+            if (n < max)
+                values[n] = r->hdrs[i].value;
+            n++;
+        }
+    }
+    return n;
+}
+
 void lm_ctx_set_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value)
 {
     lm_req_t *r = R(ctx);

@@ -101,6 +101,9 @@ const char *lm_ctx_client_ip(lm_ctx_t *ctx);
 int lm_ctx_client_port(lm_ctx_t *ctx);
 /* First header with this name (case-insensitive): true and *value, or false. */
 bool lm_ctx_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+/* Every header with this name: returns how many there are, stores the first
+ * `max` values (a repeated credential header is an error for auth plugins). */
+size_t lm_ctx_header_all(lm_ctx_t *ctx, lm_str_t name, lm_str_t *values, size_t max);
 /* Every request header in order: false when i is past the end. */
 bool lm_ctx_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *value);
 /* First query argument with this name, percent-decoded (request arena); a
@@ -154,7 +157,7 @@ const char *lm_ctx_credential_id(lm_ctx_t *ctx);
 /* ---- responses ---------------------------------------------------------- */
 /*
  * Ends the request with a response from the proxy (Kong's kong.response.exit):
- * message != NULL gives Kong's JSON body {"message": message} (request_id added),
+ * message != NULL gives Kong's JSON body {"message": message},
  * else body/body_len with content_type. extra_headers: "Name: value\r\n" lines
  * or NULL. Returns LM_PLUGIN_DONE for the phase callback to return.
  */
