@@ -56,6 +56,16 @@ typedef struct lm_plugin_ops {
     void (*log)(lm_ctx_t *ctx, const void *conf);
 } lm_plugin_ops_t;
 
+/*
+ * Process-wide state that outlives snapshots (counters, caches): a zeroed
+ * block of `size` bytes per (plugin, key), created on first use and found
+ * again under the same key by the configure of a later snapshot, so a config
+ * swap keeps it. Call it from configure and keep the pointer in the compiled
+ * config; workers share the block (use atomics). Lives until the process ends.
+ */
+void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size);
+void lm_plugin_shared_free_all(void); /* at exit */
+
 /* Reports a configuration error on a field of the plugin's config ("minute",
  * or NULL for the config as a whole). */
 void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt, ...)

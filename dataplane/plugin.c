@@ -1,6 +1,7 @@
 /* plugin.c - compiling a snapshot's plugins; see lm_plugin_rt.h and lm_plugin.h. */
 #include "lm_plugin_rt.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,63 @@ void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     lm_schema_error(&cc->sc, field, "%s", msg);
+}
+
+/* ---- shared state ---------------------------------------------------------- */
+
+typedef struct lm__shared {
+    struct lm__shared *next;
+    size_t size;
+    char *key; /* "plugin\0key" */
+    size_t key_len;
+    _Alignas(16) unsigned char data[];
+} lm__shared_t;
+
+static pthread_mutex_t lm__shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static lm__shared_t *lm__shared_list;
+static lm_map_t lm__shared_map;
+
+void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size)
+{
+    size_t pl = strlen(plugin);
+    size_t kl = pl + 1 + key.len;
+    char *k = malloc(kl);
+    if (!k)
+        abort();
+    memcpy(k, plugin, pl + 1);
+    memcpy(k + pl + 1, key.ptr, key.len);
+    pthread_mutex_lock(&lm__shared_lock);
+    lm__shared_t *e = lm_map_get(&lm__shared_map, (lm_str_t){ k, kl });
+    if (e && e->size < size)
+        e = NULL; /* a different layout under the same key: start afresh (the old block stays valid) */
+    if (!e) {
+        e = calloc(1, sizeof(*e) + size);
+        if (!e)
+            abort();
+        e->size = size;
+        e->key = k;
+        e->key_len = kl;
+        e->next = lm__shared_list;
+        lm__shared_list = e;
+        lm_map_put(&lm__shared_map, (lm_str_t){ e->key, e->key_len }, e);
+        k = NULL;
+    }
+    pthread_mutex_unlock(&lm__shared_lock);
+    free(k);
+    return e->data;
+}
+
+void lm_plugin_shared_free_all(void)
+{
+    pthread_mutex_lock(&lm__shared_lock);
+    lm_map_free(&lm__shared_map);
+    while (lm__shared_list) {
+        lm__shared_t *e = lm__shared_list;
+        lm__shared_list = e->next;
+        free(e->key);
+        free(e);
+    }
+    pthread_mutex_unlock(&lm__shared_lock);
 }
 
 static size_t lm__num_types(void)

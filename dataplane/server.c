@@ -805,6 +805,7 @@ out:
     srv->current = NULL;
     free(srv->workers);
     lm_trusted_free(srv);
+    lm_plugin_shared_free_all();
     lm_plugin_unload_all(); /* every snapshot is gone: no compiled config points into them */
     if (srv->access_log_fd >= 0)
         close(srv->access_log_fd);

@@ -69,10 +69,11 @@ NG_PID=$(pgrep -P "$NG_MASTER" | head -1)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 CLK=$(getconf CLK_TCK)
 
-run() { # name port pid round -> one line in $B/results.txt
-  local name=$1 port=$2 pid=$3
+run() { # name port pid round [wrk options...] -> one line in $B/results.txt
+  local name=$1 port=$2 pid=$3 round=$4
+  shift 4
   local t0; t0=$(cpu_ticks "$pid")
-  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/" >"$B/wrk-$name.txt"
+  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "http://127.0.0.1:$port/" >"$B/wrk-$name.txt"
   local t1; t1=$(cpu_ticks "$pid")
   local reqs rps p99 errs
   reqs=$(awk '/requests in/ {print $1}' "$B/wrk-$name.txt")
@@ -80,7 +81,7 @@ run() { # name port pid round -> one line in $B/results.txt
   p99=$(awk '$1=="99%" {print $2}' "$B/wrk-$name.txt")
   errs=$(awk '/Non-2xx|Socket errors/ {print}' "$B/wrk-$name.txt" | tr '\n' ' ')
   local us; us=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK" -v n="$reqs" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }')
-  printf "  round %s %-8s %10s req/s  p99 %8s  %6s us CPU/request  %s\n" "$4" "$name" "$rps" "$p99" "$us" "$errs"
+  printf "  round %s %-12s %10s req/s  p99 %8s  %6s us CPU/request  %s\n" "$round" "$name" "$rps" "$p99" "$us" "$errs"
   echo "$name $rps $p99 $us" >>"$B/results.txt"
 }
 
@@ -109,6 +110,51 @@ for name in ("nginx", "haproxy", "limen"):
 l, n, h = med["limen"], med["nginx"], med["haproxy"]
 print(f"limen CPU/request: {l[1]/n[1]:.2f}x nginx (target <= 0.85), {l[1]/h[1]:.2f}x haproxy; "
       f"req/s: {l[0]/n[0]:.2f}x nginx, {l[0]/h[0]:.2f}x haproxy")
+PY
+
+echo
+echo "== plugins: Limen alone, with key-auth, with key-auth + jwt (HS256) =="
+TOKEN=$(python3 - <<'PY'
+import base64, hashlib, hmac, json
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"iss": "bench-iss"}).encode())
+sig = b(hmac.new(b"bench-secret", head + b"." + body, hashlib.sha256).digest())
+print((head + b"." + body + b"." + sig).decode())
+PY
+)
+plugin_config() { # plugins...
+  printf '_format_version: "3.0"\nservices:\n- name: up\n  url: http://127.0.0.1:%s\n  routes: [{name: all, paths: ["/"]}]\n  plugins:\n' "$UP_PORT"
+  for p in "$@"; do printf '  - name: %s\n' "$p"; done
+  printf 'consumers:\n- username: bench\n  keyauth_credentials: [{key: bench-key}]\n'
+  printf '  jwt_secrets: [{key: bench-iss, secret: bench-secret, algorithm: HS256}]\n'
+}
+plugin_config key-auth >"$B/limen-ka.yaml"
+plugin_config key-auth jwt >"$B/limen-kajwt.yaml"
+for v in ka:19084 kajwt:19085; do
+  bin/limen-dataplane --config "$B/limen-${v%%:*}.yaml" --workers 1 --proxy-listen "127.0.0.1:${v##*:}" \
+    --admin-listen off --status-listen off --state-dir "$B/state-${v%%:*}" --log-level warn \
+    >"$B/limen-${v%%:*}.log" 2>&1 & PIDS+=($!)
+  eval "PID_${v%%:*}=$!"
+done
+sleep 1
+curl -sf -H 'apikey: bench-key' http://127.0.0.1:19084/ >/dev/null || { echo "key-auth instance does not answer"; cat "$B/limen-ka.log"; exit 1; }
+curl -sf -H 'apikey: bench-key' -H "Authorization: Bearer $TOKEN" http://127.0.0.1:19085/ >/dev/null ||
+  { echo "key-auth+jwt instance does not answer"; cat "$B/limen-kajwt.log"; exit 1; }
+: >"$B/results.txt"
+for round in $(seq "$ROUNDS"); do
+  run limen $LM_PORT "$LM_PID" "$round"
+  run limen+keyauth 19084 "$PID_ka" "$round" -H 'apikey: bench-key'
+  run limen+ka+jwt 19085 "$PID_kajwt" "$round" -H 'apikey: bench-key' -H "Authorization: Bearer $TOKEN"
+done
+python3 - "$B/results.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {n: statistics.median(float(x[3]) for x in rows if x[0] == n) for n in ("limen", "limen+keyauth", "limen+ka+jwt")}
+base = med["limen"]
+for n, v in med.items():
+    print(f"{n:14s} {v:6.2f} us CPU/request  ({(v / base - 1) * 100:+.1f}% vs no plugin)")
+print("target: key-auth under +5%")
 PY
 
 echo

@@ -182,14 +182,8 @@ static bool lm__is_space(char c)
 static int lm__access(lm_ctx_t *ctx, const void *conf)
 {
     const lm__bot_conf_t *c = conf;
-    lm_str_t name, value, ua = LM_STR_NULL;
-    size_t count = 0;
-    for (size_t i = 0; lm_ctx_header_at(ctx, i, &name, &value); i++) {
-        if (lm_str_ieq_cstr(name, "user-agent")) {
-            if (count++ == 0)
-                ua = value;
-        }
-    }
+    lm_str_t ua = LM_STR_NULL;
+    size_t count = lm_ctx_header_all(ctx, LM_STR("User-Agent"), &ua, 1);
     if (count == 0)
         return LM_OK;
     if (count > 1)

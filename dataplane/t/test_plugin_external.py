@@ -80,3 +80,20 @@ def test_bad_plugins_reported_and_skipped(limen_factory, upstream, tmp_path):
     assert "no_symbol.so not loaded: it exports no 'limen_plugin' symbol" in log
     assert "clash.so not loaded: a plugin named 'key-auth' already exists" in log
     assert "garbage.so not loaded" in log
+
+
+def test_shared_state_survives_config_swaps(limen_factory, upstream, tmp_path):
+    lm = limen_factory(_config_with_hello(upstream.port, "{greeting: counted}"),
+                       extra_args=["--plugin-dir", _plugin_dir(tmp_path, HELLO_SO)], workers=2).start()
+    counts = [int(lm.request("GET", "/x")[1]["x-hello-count"]) for _ in range(3)]
+    assert counts == [1, 2, 3]
+    # a new snapshot with the same greeting finds the same counter again
+    st, _ = lm.admin("POST", "/config", _config_with_hello(upstream.port, "{greeting: counted, deny_header: X-Stop}"),
+                     {"Content-Type": "application/yaml"})
+    assert st == 201
+    assert int(lm.request("GET", "/x")[1]["x-hello-count"]) == 4
+    # another greeting is another key
+    st, _ = lm.admin("POST", "/config", _config_with_hello(upstream.port, "{greeting: fresh}"),
+                     {"Content-Type": "application/yaml"})
+    assert st == 201
+    assert int(lm.request("GET", "/x")[1]["x-hello-count"]) == 1

@@ -1,7 +1,9 @@
 /*
  * hello.c - an example external plugin, built as a shared object and loaded
  * with `limen-dataplane --plugin-dir DIR`. It greets on every response and
- * turns away requests that carry a configured header.
+ * turns away requests that carry a configured header. It also counts the
+ * responses per greeting in process-wide state (lm_plugin_shared), which a
+ * config swap keeps: X-Hello-Count goes on counting.
  *
  *   plugins:
  *   - name: hello
@@ -11,9 +13,13 @@
  */
 #include "lm_plugin.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
+
 typedef struct {
     const char *greeting;
     const char *deny_header; /* NULL: never deny */
+    _Atomic uint64_t *count; /* shared by every worker and snapshot with this greeting */
 } hello_conf_t;
 
 static const lm_schema_field_t hello_fields[] = {
@@ -28,6 +34,7 @@ static int hello_configure(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **
     c->greeting = lm_arena_strdup(cc->arena, lm_schema_str(config, "greeting"));
     const char *deny = lm_schema_str(config, "deny_header");
     c->deny_header = deny ? lm_arena_strdup(cc->arena, deny) : NULL;
+    c->count = lm_plugin_shared("hello", lm_str(c->greeting), sizeof(*c->count));
     if (c->deny_header && strcasecmp(c->deny_header, "host") == 0) {
         lm_plugin_error(cc, "deny_header", "cannot be the Host header");
         return LM_ERROR;
@@ -49,6 +56,9 @@ static int hello_header_filter(lm_ctx_t *ctx, const void *conf)
 {
     const hello_conf_t *c = conf;
     lm_ctx_resp_set_header(ctx, LM_STR("X-Hello"), lm_str(c->greeting));
+    char n[24];
+    snprintf(n, sizeof(n), "%llu", (unsigned long long)(atomic_fetch_add(c->count, 1) + 1));
+    lm_ctx_resp_set_header(ctx, LM_STR("X-Hello-Count"), lm_str(n));
     return LM_OK;
 }
 
