@@ -35,7 +35,7 @@ typedef enum {
 typedef struct lm_schema_field lm_schema_field_t;
 
 /* Custom check of one value (after its type was checked): NULL when valid,
- * else the message (static or from lm_schema_msg). */
+ * else the message (static, or in a thread-local buffer of the check). */
 typedef const char *(*lm_schema_check_fn)(const cJSON *value);
 
 struct lm_schema_field {

@@ -299,13 +299,16 @@ const char *lm_schema_check_regex(const cJSON *v)
     int err;
     PCRE2_SIZE off;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)v->valuestring, PCRE2_ZERO_TERMINATED, 0, &err, &off, NULL);
-    if (!re)
-        return "invalid regex";
+    if (!re) {
+        static __thread char msg[320];
+        snprintf(msg, sizeof(msg), "'%.200s' is not a valid regex", v->valuestring);
+        return msg;
+    }
     pcre2_code_free(re);
     return NULL;
 }
 
-const char *lm_schema_check_cidr(const cJSON *v)
+static const char *lm__cidr_error(const cJSON *v)
 {
     char buf[64];
     const char *s = v->valuestring;
@@ -330,6 +333,15 @@ const char *lm_schema_check_cidr(const cJSON *v)
             return "invalid ip or cidr range";
     }
     return NULL;
+}
+
+const char *lm_schema_check_cidr(const cJSON *v)
+{
+    static __thread char msg[320];
+    if (!lm__cidr_error(v))
+        return NULL;
+    snprintf(msg, sizeof(msg), "invalid ip or cidr range: '%.200s'", v->valuestring);
+    return msg;
 }
 
 /* ---- accessors --------------------------------------------------------------- */

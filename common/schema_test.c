@@ -114,7 +114,7 @@ LM_TEST(test_errors)
     lm__expect("{\"redis\":{\"other\":1}}", "plugins[3].config.redis.other", "config.redis.other", "unknown field");
     lm__expect("{\"redis\":5}", "plugins[3].config.redis", "config.redis", "expected a record");
     lm__expect("{\"allow\":[\"10.0.0.0/33\"]}", "plugins[3].config.allow[0]", "config.allow[0]",
-               "invalid ip or cidr range");
+               "invalid ip or cidr range: '10.0.0.0/33'");
     lm__expect("{\"headers\":{\"x\":1}}", "plugins[3].config.headers.x", "config.headers.x", "expected a string");
     lm__expect("{\"realm\":\"\"}", "plugins[3].config.realm", "config.realm", "length must be at least 1");
     lm__expect("{\"names\":[null]}", "plugins[3].config.names[0]", "config.names[0]", "required field missing");

@@ -397,8 +397,9 @@ int lm_ctx_exit(lm_ctx_t *ctx, int status, const char *message, const char *extr
     lm_req_t *r = R(ctx);
     if (!message)
         return lm_ctx_exit_body(ctx, status, NULL, NULL, 0, extra_headers);
-    char esc[1024];
-    lm_json_escape(esc, sizeof(esc), message, strlen(message));
+    size_t ml = strlen(message);
+    char *esc = lm_arena_alloc(r->arena, ml * 6 + 1); /* \u00XX at most */
+    lm_json_escape(esc, ml * 6 + 1, message, ml);
     char *body = lm_arena_sprintf(r->arena, "{\n  \"message\":\"%s\"\n}", esc);
     return lm_ctx_exit_body(ctx, status, "application/json; charset=utf-8", body, strlen(body), extra_headers);
 }
@@ -487,24 +488,40 @@ static int lm__access_one(lm_req_t *r, const lm_plugin_inst_t *p, size_t cap)
     return p->ops->access(CTX(r), p->conf);
 }
 
+/* After a plugin answered, the rest still take part in header_filter and
+ * log (Kong goes on collecting them): cors adds its headers to a 403 from
+ * bot-detection. */
+static void lm__collect_rest(lm_req_t *r, const lm_plugin_inst_t *p, size_t cap)
+{
+    if (p && lm__proto_ok(p))
+        lm__ran_add(r, p, cap);
+}
+
 int lm_ctx_run_access(lm_req_t *r)
 {
     const lm_plugin_rt_t *rt = lm__rt(r);
     const lm_plugin_chain_t *ch = r->chain;
     int rc = LM_OK;
     if (!rt->has_consumer_scoped) {
-        for (size_t i = 0; i < ch->n && rc == LM_OK; i++)
-            rc = lm__access_one(r, ch->list[i], ch->n);
+        for (size_t i = 0; i < ch->n; i++) {
+            if (rc == LM_OK)
+                rc = lm__access_one(r, ch->list[i], ch->n);
+            else
+                lm__collect_rest(r, ch->list[i], ch->n);
+        }
         return rc;
     }
     /* a consumer found by an auth plugin may select other instances of the
      * plugins that run after it (Kong's precedence) */
     const lm_route_t *route = r->rrt ? r->rrt->route : NULL;
     const lm_service_t *svc = r->srt ? r->srt->svc : NULL;
-    for (uint32_t t = 0; t < rt->num_types && rc == LM_OK; t++) {
+    for (uint32_t t = 0; t < rt->num_types; t++) {
         const lm_plugin_inst_t *p = r->consumer ? lm_plugin_rt_resolve(rt, t, route, svc, r->consumer)
                                                 : ch->by_type[t];
-        rc = lm__access_one(r, p, rt->num_types);
+        if (rc == LM_OK)
+            rc = lm__access_one(r, p, rt->num_types);
+        else
+            lm__collect_rest(r, p, rt->num_types);
     }
     return rc;
 }
@@ -525,4 +542,36 @@ void lm_ctx_run_log(lm_req_t *r)
         if (p->ops->log)
             p->ops->log(CTX(r), p->conf);
     }
+}
+
+/* ---- per-request plugin data (Kong's kong.ctx.plugin) ------------------------------------- */
+
+typedef struct lm__kv {
+    struct lm__kv *next;
+    const void *key;
+    void *value;
+} lm__kv_t;
+
+void lm_ctx_set(lm_ctx_t *ctx, const void *key, void *value)
+{
+    lm_req_t *r = R(ctx);
+    for (lm__kv_t *kv = r->kv; kv; kv = kv->next) {
+        if (kv->key == key) {
+            kv->value = value;
+            return;
+        }
+    }
+    lm__kv_t *kv = lm_arena_alloc(r->arena, sizeof(*kv));
+    kv->key = key;
+    kv->value = value;
+    kv->next = r->kv;
+    r->kv = kv;
+}
+
+void *lm_ctx_get(lm_ctx_t *ctx, const void *key)
+{
+    for (lm__kv_t *kv = R(ctx)->kv; kv; kv = kv->next)
+        if (kv->key == key)
+            return kv->value;
+    return NULL;
 }

@@ -182,6 +182,12 @@ void lm_ctx_resp_set_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
 void lm_ctx_resp_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
 void lm_ctx_resp_remove_header(lm_ctx_t *ctx, lm_str_t name);
 
+/* ---- per-request plugin data ------------------------------------------------ */
+/* Keeps a value for the rest of the request (e.g. from access to
+ * header_filter), keyed by any address the plugin owns (e.g. &my_ops). */
+void lm_ctx_set(lm_ctx_t *ctx, const void *key, void *value);
+void *lm_ctx_get(lm_ctx_t *ctx, const void *key); /* NULL when unset */
+
 /* ---- memory --------------------------------------------------------------- */
 void *lm_ctx_alloc(lm_ctx_t *ctx, size_t size); /* request arena, freed when the request ends */
 lm_arena_t *lm_ctx_arena(lm_ctx_t *ctx);

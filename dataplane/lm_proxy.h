@@ -205,6 +205,7 @@ struct lm_req {
     uint64_t body_seen;
     char real_ip[48];
     bool real_ip_done;
+    struct lm__kv *kv;        /* lm_ctx_set / lm_ctx_get */
 };
 
 #define LM_HDR_F_DELETED 0x80 /* removed by a plugin */

@@ -51,7 +51,7 @@ LM_TEST(test_b64)
     LM_CHECK(lm_jwt_b64_decode(LM_STR("aGVsbG8="), true, out, &n) && n == 5);
     LM_CHECK(lm_jwt_b64_decode(LM_STR("aGVsbG8=="), true, out, &n) && n == 5);
     LM_CHECK(lm_jwt_b64_decode(LM_STR(""), true, out, &n) && n == 0);
-    LM_CHECK(lm_jwt_b64_decode(LM_STR("-_-_"), true, out, &n) && n == 3 && out[0] == 0xfb && out[2] == 0xff);
+    LM_CHECK(lm_jwt_b64_decode(LM_STR("-_-_"), true, out, &n) && n == 3 && out[0] == 0xfb && out[1] == 0xff && out[2] == 0xbf);
     LM_CHECK(lm_jwt_b64_decode(LM_STR("+/+/"), true, out, &n) && n == 3 && out[0] == 0xfb);
     LM_CHECK(!lm_jwt_b64_decode(LM_STR("-_-_"), false, out, &n)); /* standard alphabet only */
     LM_CHECK(!lm_jwt_b64_decode(LM_STR("aGVsb"), true, out, &n));  /* 4n+1 */
@@ -302,7 +302,6 @@ LM_TEST(test_pkey_algorithms)
             LM_CHECK(!lm_jwt_verify(&t, &key));
         }
     }
-    /* PS256 signed with a salt of another length verifies (OpenSSL's auto salt, as Kong) */
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(ec256);
     EVP_PKEY_free(ec384);

@@ -2,10 +2,12 @@
 #include "lm_jwt.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>
+#include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/rsa.h>
 
@@ -29,14 +31,31 @@ const char *lm_jwt_alg_name(lm_jwt_alg_t alg)
     return alg >= 0 && alg < LM_JWT_NUM_ALGS ? lm__alg_names[alg] : "?";
 }
 
+/* Digests fetched once: OpenSSL 3's implicit fetch (EVP_sha256() in an
+ * init call) takes the method store's lock on every request. */
+static EVP_MD *lm__md[3];
+static pthread_once_t lm__md_once = PTHREAD_ONCE_INIT;
+
+static void lm__md_init(void)
+{
+    lm__md[0] = EVP_MD_fetch(NULL, "SHA256", NULL);
+    lm__md[1] = EVP_MD_fetch(NULL, "SHA384", NULL);
+    lm__md[2] = EVP_MD_fetch(NULL, "SHA512", NULL);
+}
+
 static const EVP_MD *lm__alg_md(lm_jwt_alg_t alg)
 {
+    int i;
     switch (alg) {
-    case LM_JWT_HS256: case LM_JWT_RS256: case LM_JWT_ES256: case LM_JWT_PS256: return EVP_sha256();
-    case LM_JWT_HS384: case LM_JWT_RS384: case LM_JWT_ES384: case LM_JWT_PS384: return EVP_sha384();
-    case LM_JWT_HS512: case LM_JWT_RS512: case LM_JWT_ES512: case LM_JWT_PS512: return EVP_sha512();
+    case LM_JWT_HS256: case LM_JWT_RS256: case LM_JWT_ES256: case LM_JWT_PS256: i = 0; break;
+    case LM_JWT_HS384: case LM_JWT_RS384: case LM_JWT_ES384: case LM_JWT_PS384: i = 1; break;
+    case LM_JWT_HS512: case LM_JWT_RS512: case LM_JWT_ES512: case LM_JWT_PS512: i = 2; break;
     default: return NULL;
     }
+    pthread_once(&lm__md_once, lm__md_init);
+    if (lm__md[i])
+        return lm__md[i];
+    return i == 0 ? EVP_sha256() : i == 1 ? EVP_sha384() : EVP_sha512();
 }
 
 /* ---- base64 ----------------------------------------------------------- */
@@ -531,6 +550,7 @@ EVP_PKEY *lm_jwt_key_load(const void *data, size_t len)
     if (!OSSL_DECODER_from_data(dctx, &p, &left)) {
         EVP_PKEY_free(pkey);
         pkey = NULL;
+        ERR_clear_error();
     }
     OSSL_DECODER_CTX_free(dctx);
     return pkey;
@@ -609,6 +629,8 @@ static bool lm__verify_pkey(const lm_jwt_t *t, const lm_jwt_key_t *key, const un
                                        t->signing_input.len) == 1;
     }
     EVP_MD_CTX_free(mctx);
+    if (!ok) /* leave no stale error for the worker's TLS code (SSL_get_error reads the queue) */
+        ERR_clear_error();
     return ok;
 }
 

@@ -237,9 +237,6 @@ def test_headers_on_other_plugins_errors(env):
     assert h["access-control-allow-origin"] == "*"
 
 
-@pytest.mark.xfail(reason="runtime: header_filter runs only for plugins whose access ran; Kong keeps "
-                          "collecting the plugins after a short-circuit, so cors still adds its headers to "
-                          "bot-detection's (priority 2500) 403", strict=False)
 def test_headers_on_errors_of_higher_priority_plugins(env):
     st, h, _ = get(env, "/bot", "http://x.test", headers={"User-Agent": "Googlebot/2.1"})
     assert st == 403
