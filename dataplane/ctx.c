@@ -117,6 +117,8 @@ void lm_ctx_remove_header(lm_ctx_t *ctx, lm_str_t name)
 lm_str_t lm_ctx_method(lm_ctx_t *ctx) { return R(ctx)->method; }
 lm_str_t lm_ctx_path(lm_ctx_t *ctx) { return R(ctx)->npath; }
 lm_str_t lm_ctx_raw_query(lm_ctx_t *ctx) { return R(ctx)->raw_query; }
+lm_str_t lm_ctx_raw_path(lm_ctx_t *ctx) { return R(ctx)->path; }
+const char *lm_ctx_http_version(lm_ctx_t *ctx) { return R(ctx)->minor == 0 ? "1.0" : "1.1"; }
 lm_str_t lm_ctx_host(lm_ctx_t *ctx) { return R(ctx)->host; }
 const char *lm_ctx_scheme(lm_ctx_t *ctx) { (void)ctx; return "http"; }
 int lm_ctx_client_port(lm_ctx_t *ctx) { return R(ctx)->c->port; }

@@ -105,6 +105,8 @@ void lm_plugin_unload_all(void);
 lm_str_t lm_ctx_method(lm_ctx_t *ctx);
 lm_str_t lm_ctx_path(lm_ctx_t *ctx);       /* normalised, without the query */
 lm_str_t lm_ctx_raw_query(lm_ctx_t *ctx);  /* after '?', as sent; ptr NULL when none */
+lm_str_t lm_ctx_raw_path(lm_ctx_t *ctx);   /* the path exactly as sent (not normalised), without the query */
+const char *lm_ctx_http_version(lm_ctx_t *ctx); /* "1.1" or "1.0" */
 lm_str_t lm_ctx_host(lm_ctx_t *ctx);       /* Host header (port included) */
 const char *lm_ctx_scheme(lm_ctx_t *ctx);  /* "http" or "https" */
 const char *lm_ctx_client_ip(lm_ctx_t *ctx);

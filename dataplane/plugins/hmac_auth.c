@@ -3,7 +3,8 @@
  * Authorization or Proxy-Authorization header,
  *   hmac username="u", algorithm="hmac-sha256", headers="date request-line", signature="<base64>"
  * over "name: value" lines of the listed headers joined by "\n", where
- * "request-line" stands for "METHOD /path?query HTTP/1.1". Date or X-Date
+ * "request-line" stands for "METHOD /path?query HTTP/1.1" (path and query as sent,
+ * the request's own HTTP version). Date or X-Date
  * must be within clock_skew seconds of now.
  */
 #include "lm_plugins.h"
@@ -328,11 +329,13 @@ static size_t lm__line(lm_ctx_t *ctx, lm_str_t name, char *buf)
         }
         return name.len + 1;
     }
-    /* Kong: "%s %s HTTP/%.01f" with the method and the path with its query */
+    /* Kong: "%s %s HTTP/%.01f": the method, the path with its query as the
+     * client sent them, and the request's HTTP version */
     method = lm_ctx_method(ctx);
-    path = lm_ctx_path(ctx);
+    path = lm_ctx_raw_path(ctx);
     q = lm_ctx_raw_query(ctx);
-    size_t n = method.len + 1 + path.len + (q.ptr ? 1 + q.len : 0) + sizeof(" HTTP/1.1") - 1;
+    const char *ver = lm_ctx_http_version(ctx);
+    size_t n = method.len + 1 + path.len + (q.ptr ? 1 + q.len : 0) + sizeof(" HTTP/") - 1 + strlen(ver);
     if (buf) {
         char *o = buf;
         memcpy(o, method.ptr, method.len);
@@ -345,7 +348,9 @@ static size_t lm__line(lm_ctx_t *ctx, lm_str_t name, char *buf)
             memcpy(o, q.ptr, q.len);
             o += q.len;
         }
-        memcpy(o, " HTTP/1.1", sizeof(" HTTP/1.1") - 1);
+        memcpy(o, " HTTP/", sizeof(" HTTP/") - 1);
+        o += sizeof(" HTTP/") - 1;
+        memcpy(o, ver, strlen(ver));
     }
     return n;
 }

@@ -247,3 +247,20 @@ def test_config_errors():
     assert rc == 1 and "consumer" in out and "value must be null" in out, out
     rc, out = check(base % "{clock_skew: 1.5, enforce_headers: [date], hide_credentials: true}")
     assert rc == 0, out
+
+
+def test_request_line_is_the_target_as_sent(env):
+    # the signature covers the path exactly as the client sent it (Kong signs the raw
+    # request target), not the normalised form the router uses
+    for target in ("/default/%61b?q=%20", "/default//x", "/default/./y"):
+        assert get(env, target, signed("GET", target))[0] == 200, target
+
+
+def test_request_line_has_the_http_version(env):
+    target = "/default/v"
+    date = http_date()
+    sig = sign("bob-secret", "hmac-sha256", [f"date: {date}", f"GET {target} HTTP/1.0"])
+    req = (f"GET {target} HTTP/1.0\r\nHost: localhost\r\nDate: {date}\r\n"
+           f"Authorization: {authz('bob', 'hmac-sha256', 'date request-line', sig)}\r\n\r\n").encode()
+    out = env.lm.raw(req)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
