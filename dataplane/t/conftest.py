@@ -2,6 +2,7 @@
 build by default, LIMEN_BIN overrides) against real upstream servers on
 loopback, and talks to it with real sockets, http.client and curl."""
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import types
 import http.client
 
 import pytest
@@ -453,3 +455,37 @@ def curl_admin(limen, *args, timeout=30):
                           *args], capture_output=True, timeout=timeout, check=True).stdout
     body, _, code = out.rpartition(b"\n")
     return int(code), body
+
+
+# --------------------------------------------------------------------------
+# helpers shared by the plugin suites
+# --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def running(make_config, workers=1, **kw):
+    """One upstream and one Limen serving make_config(upstream_port); both stopped
+    at the end (which asserts the sanitizers reported nothing)."""
+    up = Upstream(name="up").start()
+    lm = Limen(make_config(up.port), workers=workers, **kw).start()
+    try:
+        yield types.SimpleNamespace(up=up, lm=lm)
+    finally:
+        try:
+            lm.stop()
+        finally:
+            up.stop()
+
+
+def check_config(text, env=None, extra_args=()):
+    """Runs `limen-dataplane --check` on a config text: (exit code, output)."""
+    fd, path = tempfile.mkstemp(suffix=".yml")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    try:
+        e = dict(os.environ)
+        e.update(env or {})
+        r = subprocess.run([LIMEN_BIN, *extra_args, "--check", path], capture_output=True, text=True, timeout=60,
+                           env=e)
+    finally:
+        os.unlink(path)
+    return r.returncode, r.stdout + r.stderr

@@ -6,14 +6,10 @@ validation via --check (Kong's only_one_of / at_least_one_of wording).
 One Limen (1 worker) and one upstream serve the module; stopping Limen at the
 end asserts that ASan/UBSan/LSan reported nothing."""
 import json
-import os
-import subprocess
-import tempfile
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 CONFIG = """_format_version: "3.0"
 services:
@@ -88,13 +84,8 @@ acls:
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    lm = Limen(CONFIG.format(P=up.port), workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port)) as e:
+        yield e
 
 
 def call(env, path, key=None, extra=None):
@@ -185,13 +176,7 @@ def test_always_use_authenticated_groups_without_authenticated_groups(env):
 # ---- configuration validation ------------------------------------------------------------
 
 def check(doc):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(doc)
-    try:
-        p = subprocess.run([LIMEN_BIN, "--check", f.name], capture_output=True, text=True, timeout=60)
-        return p.returncode, p.stdout + p.stderr
-    finally:
-        os.unlink(f.name)
+    return check_config(doc)
 
 
 def plugin_doc(config):

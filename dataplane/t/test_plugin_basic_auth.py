@@ -7,14 +7,10 @@ One Limen (1 worker) and one upstream serve the module; stopping Limen at the
 end asserts that ASan/UBSan/LSan reported nothing."""
 import base64
 import json
-import os
-import subprocess
-import tempfile
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 ALADDIN_ID = "0b7a3c1e-5d2f-4e6a-9b8c-7d6e5f4a3b21"
 ALADDIN_CRED = "9f8e7d6c-5b4a-4392-8170-6e5d4c3b2a19"
@@ -87,14 +83,8 @@ basicauth_credentials:
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    cfg = CONFIG.format(P=up.port, ALADDIN=ALADDIN_ID, ALADDIN_CRED=ALADDIN_CRED, MICKEY=MICKEY_ID, ANON=ANON_ID)
-    lm = Limen(cfg, workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port, ALADDIN=ALADDIN_ID, ALADDIN_CRED=ALADDIN_CRED, MICKEY=MICKEY_ID, ANON=ANON_ID)) as e:
+        yield e
 
 
 def basic(user, pw, scheme="Basic"):
@@ -259,13 +249,7 @@ def test_logical_or(env):
 # ---- configuration validation -----------------------------------------------------------
 
 def check(doc):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(doc)
-    try:
-        p = subprocess.run([LIMEN_BIN, "--check", f.name], capture_output=True, text=True, timeout=60)
-        return p.returncode, p.stdout + p.stderr
-    finally:
-        os.unlink(f.name)
+    return check_config(doc)
 
 
 def plugin_doc(config):

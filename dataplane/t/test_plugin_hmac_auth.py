@@ -9,15 +9,11 @@ import email.utils
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import tempfile
 import time
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 NO_DATE = ("HMAC signature cannot be verified, a valid date or x-date header is required for "
            "HMAC Authentication")
@@ -50,13 +46,8 @@ DIGESTS = {"hmac-sha1": hashlib.sha1, "hmac-sha256": hashlib.sha256,
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    lm = Limen(CONFIG.format(P=up.port), workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port)) as e:
+        yield e
 
 
 def http_date(offset=0):
@@ -224,13 +215,7 @@ def test_anonymous(env):
 
 
 def check(cfg):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(cfg)
-    try:
-        r = subprocess.run([LIMEN_BIN, "--check", f.name], capture_output=True, text=True, timeout=30)
-    finally:
-        os.unlink(f.name)
-    return r.returncode, r.stdout + r.stderr
+    return check_config(cfg)
 
 
 def test_config_errors():

@@ -7,14 +7,10 @@ validation through --check.
 Limen instances run with 1 worker; stopping each asserts that
 ASan/UBSan/LSan reported nothing."""
 import json
-import os
-import subprocess
-import tempfile
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 CONFIG = """_format_version: "3.0"
 services:
@@ -50,13 +46,8 @@ plugins:
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    lm = Limen(CONFIG.format(P=up.port), workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port)) as e:
+        yield e
 
 
 def denied(st, h, data, message, status=403):
@@ -129,14 +120,7 @@ def test_trusted_proxy_forwarded_for(upstream, limen_factory):
 
 
 def check(config_text):
-    fd, path = tempfile.mkstemp(suffix=".yml")
-    with os.fdopen(fd, "w") as f:
-        f.write(config_text)
-    try:
-        r = subprocess.run([LIMEN_BIN, "--check", path], capture_output=True, text=True, timeout=30)
-    finally:
-        os.unlink(path)
-    return r.returncode, r.stdout + r.stderr
+    return check_config(config_text)
 
 
 def test_config_errors():

@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, Limen, Upstream
 
 
 def b64url(b):
@@ -386,13 +386,7 @@ def test_preflight(env):
 # ---- configuration errors -----------------------------------------------------
 
 def check(cfg):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(cfg)
-    try:
-        r = subprocess.run([LIMEN_BIN, "--check", f.name], capture_output=True, text=True, timeout=30)
-    finally:
-        os.unlink(f.name)
-    return r.returncode, r.stdout + r.stderr
+    return check_config(cfg)
 
 
 def test_config_errors():

@@ -9,11 +9,10 @@ import json
 import os
 import subprocess
 import tempfile
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running, LIMEN_BIN
 
 MOBILE_KEY = "s3cr3t-mobile-key"
 BOB_ID = "8a1c9a54-0f5e-4c4b-9a7f-2f4b0c7d1e11"
@@ -105,14 +104,9 @@ consumers:
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    cfg = CONFIG.format(P=up.port, BOB=BOB_ID, BOBCRED=BOB_CRED_ID, ANON=ANON_ID)
-    lm = Limen(cfg, workers=1, env={"MOBILE_APP_API_KEY": MOBILE_KEY}).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port, BOB=BOB_ID, BOBCRED=BOB_CRED_ID, ANON=ANON_ID),
+                 env={"MOBILE_APP_API_KEY": MOBILE_KEY}) as e:
+        yield e
 
 
 def call(env, path, headers=None, method="GET"):
@@ -348,16 +342,7 @@ def test_realm(env):
 # ---- configuration validation ---------------------------------------------------------
 
 def check(doc, env_vars=None):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(doc)
-        path = f.name
-    try:
-        e = dict(os.environ)
-        e.update(env_vars or {})
-        p = subprocess.run([LIMEN_BIN, "--check", path], capture_output=True, text=True, timeout=60, env=e)
-        return p.returncode, p.stdout + p.stderr
-    finally:
-        os.unlink(path)
+    return check_config(doc, env=env_vars)
 
 
 def plugin_doc(config):

@@ -7,16 +7,12 @@ require_content_length (411); config validation through --check.
 One Limen (1 worker) and one upstream serve the module; stopping Limen at the
 end asserts that ASan/UBSan/LSan reported nothing."""
 import json
-import os
 import socket
-import subprocess
-import tempfile
 import time
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 CONFIG = """_format_version: "3.0"
 services:
@@ -39,13 +35,8 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    lm = Limen(CONFIG.format(P=up.port), workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port)) as e:
+        yield e
 
 
 def parse(raw):
@@ -192,14 +183,7 @@ def test_default_limit_is_128_megabytes(env):
 
 
 def check(config_text):
-    fd, path = tempfile.mkstemp(suffix=".yml")
-    with os.fdopen(fd, "w") as f:
-        f.write(config_text)
-    try:
-        r = subprocess.run([LIMEN_BIN, "--check", path], capture_output=True, text=True, timeout=30)
-    finally:
-        os.unlink(path)
-    return r.returncode, r.stdout + r.stderr
+    return check_config(config_text)
 
 
 def test_config_errors():

@@ -6,14 +6,10 @@ status without a default message, trigger by header or query argument, echo
 One Limen (1 worker) and one upstream serve the module; stopping Limen at the
 end asserts that ASan/UBSan/LSan reported nothing."""
 import json
-import os
-import subprocess
-import tempfile
-import types
 
 import pytest
 
-from conftest import LIMEN_BIN, Limen, Upstream
+from conftest import check_config, running
 
 CONFIG = """_format_version: "3.0"
 services:
@@ -41,13 +37,8 @@ services:
 
 @pytest.fixture(scope="module")
 def env():
-    up = Upstream(name="up").start()
-    lm = Limen(CONFIG.format(P=up.port), workers=1).start()
-    yield types.SimpleNamespace(up=up, lm=lm)
-    try:
-        lm.stop()
-    finally:
-        up.stop()
+    with running(lambda port: CONFIG.format(P=port)) as e:
+        yield e
 
 
 def test_default_503(env):
@@ -138,14 +129,7 @@ def test_echo_repeated_headers_and_message(env):
 
 
 def check(config_text):
-    fd, path = tempfile.mkstemp(suffix=".yml")
-    with os.fdopen(fd, "w") as f:
-        f.write(config_text)
-    try:
-        r = subprocess.run([LIMEN_BIN, "--check", path], capture_output=True, text=True, timeout=30)
-    finally:
-        os.unlink(path)
-    return r.returncode, r.stdout + r.stderr
+    return check_config(config_text)
 
 
 def test_config_errors():

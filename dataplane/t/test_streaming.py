@@ -3,7 +3,6 @@ uploads and downloads in every framing, bounded memory while streaming,
 bodiless responses and Expect: 100-continue."""
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import tempfile
