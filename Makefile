@@ -25,7 +25,7 @@ UNIT_BIN_ASAN := $(patsubst %.c,build/asan/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard common/fuzz/fuzz_*.c dataplane/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst %.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all deps build run test unit unit-asan asan fuzz-build fuzz-replay blackbox bench clean help
+.PHONY: all deps build run test unit unit-asan asan fuzz-build fuzz-replay blackbox e2e e2e-build bench clean help
 all: bin/limen-dataplane
 
 help:
@@ -98,11 +98,19 @@ fuzz-replay: $(FUZZ_BIN)
 blackbox: bin/asan/limen-dataplane bin/limen-dataplane $(PLUGIN_SO)
 	@tools/run-suite.sh blackbox
 
+# a real kube-apiserver + etcd and kubectl, built from Go modules (e2e/); needs Go >= 1.26
+e2e-build:
+	@tools/e2e-env.sh build
+
+e2e: e2e-build
+	@tools/run-suite.sh e2e
+
 run: deps bin/limen-dataplane
 	@tools/run-example.sh
 
 test: deps
 	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN) $(PLUGIN_SO)
+	@tools/e2e-env.sh build
 	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)
 
 build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)

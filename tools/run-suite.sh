@@ -4,6 +4,7 @@
 #   run-suite.sh unit-asan BIN...     the same, built with ASan+UBSan
 #   run-suite.sh fuzz-replay BIN...   each fuzz target over its checked-in corpus
 #   run-suite.sh blackbox             pytest suites against the real binaries
+#   run-suite.sh e2e                  pytest against a real kube-apiserver (tools/e2e-env.sh)
 #   run-suite.sh all UNIT... -- ASAN... -- FUZZ...
 set -u
 cd "$(dirname "$0")/.."
@@ -47,20 +48,23 @@ run_fuzz() {
   done
 }
 
-run_blackbox() {
-  local log="$LOG_DIR/blackbox.log"
-  LIMEN_BIN="${LIMEN_BIN:-$PWD/bin/asan/limen-dataplane}" python3 -m pytest -q -p no:cacheprovider dataplane/t >"$log" 2>&1
+run_pytest() { # label dir: one pytest suite, its closing line added to the totals
+  local label=$1 dir=$2
+  local log="$LOG_DIR/$label.log"
+  LIMEN_BIN="${LIMEN_BIN:-$PWD/bin/asan/limen-dataplane}" python3 -m pytest -q -p no:cacheprovider "$dir" >"$log" 2>&1
   local rc=$?
   if [ $rc -ne 0 ]; then tail -80 "$log"; fi
-  if [ $rc -eq 5 ]; then echo "[blackbox] no tests"; return; fi
+  if [ $rc -eq 5 ]; then echo "[$label] no tests"; return; fi
   local summary; summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|^(=+ )?[0-9]+ (passed|failed|error)' "$log" | tail -1)
-  echo "[blackbox] ${summary:-no summary line (rc=$rc)}"
+  echo "[$label] ${summary:-no summary line (rc=$rc)}"
   local p f e
   p=$(echo "$summary" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+'); f=$(echo "$summary" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')
   e=$(echo "$summary" | grep -Eo '[0-9]+ error' | grep -Eo '[0-9]+')
   TOTAL_P=$((TOTAL_P + ${p:-0})); TOTAL_F=$((TOTAL_F + ${f:-0} + ${e:-0}))
   [ $rc -eq 0 ] || [ -n "$f$e" ] || TOTAL_F=$((TOTAL_F + 1))
 }
+run_blackbox() { run_pytest blackbox dataplane/t; }
+run_e2e() { run_pytest e2e e2e/t; }
 
 mode=$1; shift
 case "$mode" in
@@ -68,6 +72,7 @@ case "$mode" in
   unit-asan) run_units unit-asan "$@" ;;
   fuzz-replay) run_fuzz "$@" ;;
   blackbox) run_blackbox ;;
+  e2e) run_e2e ;;
   all)
     units=(); asans=(); fuzzes=(); part=0
     for a in "$@"; do
@@ -78,6 +83,7 @@ case "$mode" in
     run_units unit-asan "${asans[@]}"
     run_fuzz "${fuzzes[@]}"
     run_blackbox
+    run_e2e
     ;;
 esac
 echo "$TOTAL_P passed, $TOTAL_F failed"
