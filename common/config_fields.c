@@ -5,6 +5,8 @@
  */
 #include "config_internal.h"
 
+#include <openssl/evp.h>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -303,8 +305,49 @@ void lm__get_tags(lm__b_t *b, const lm__ent_t *e, char ***tags, size_t *n)
     }
 }
 
+void lm_config_uuid(const char *seed, char out[37])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    memset(md, 0, sizeof(md));
+    EVP_Digest(seed, strlen(seed), md, &n, EVP_md5(), NULL);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x30); /* version 3: name-based (MD5) */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[md[i] >> 4];
+        out[o++] = hex[md[i] & 15];
+    }
+    out[o] = '\0';
+}
+
 char *lm__get_id(lm__b_t *b, const lm__ent_t *e)
 {
+    if (lm__fget(e->obj, "id") == NULL && cJSON_IsObject(e->obj)) {
+        /* none given: a stable one, the same on every instance and restart
+         * (Kong DB-less generates ids too): from the name for the entities
+         * whose name is unique, else from the position in the document; the
+         * tree gets it as well, so whoever reads cfg->doc sees the model's id */
+        static const char *const named[] = { "service", "route", "consumer", "upstream", NULL };
+        char id[37];
+        const char *seed = e->name && lm__in(e->type, named)
+                               ? lm_arena_sprintf(b->tmp, "%s:name:%s", e->type, e->name)
+                               : NULL;
+        if (seed) {
+            lm_config_uuid(seed, id);
+            if (lm__map_get(&b->gen_ids, id))
+                seed = NULL; /* a duplicate name (reported elsewhere): keep ids apart */
+        }
+        if (!seed)
+            lm_config_uuid(lm_arena_sprintf(b->tmp, "%s@%s", e->type, e->path), id);
+        char *kept = lm_arena_strdup(b->a, id);
+        lm__map_put(b, &b->gen_ids, kept, kept);
+        cJSON_AddStringToObject((cJSON *)e->obj, "id", id);
+        return kept;
+    }
     char *id = lm__get_str(b, e, "id", false);
     if (id && !lm__is_uuid(id)) {
         lm__ferr(b, e, "id", "expected a valid UUID");

@@ -60,7 +60,7 @@ typedef struct {
     lm__map_t service_by_id, service_by_name, route_by_id, route_by_name, consumer_by_id,
         consumer_by_username, consumer_by_custom_id, plugin_by_id, upstream_by_id,
         upstream_by_name, cert_by_id, ca_by_id, sni_by_name, sni_by_id, target_by_id,
-        cred_by_id, cred_unique;
+        cred_by_id, cred_unique, gen_ids;
 } lm__b_t;
 
 /* helpers (config_build.c) */

@@ -272,7 +272,13 @@ LM_TEST(test_defaults)
     LM_CHECK(cfg != NULL);
     if (cfg) {
         lm_service_t *s = cfg->services[0];
-        LM_CHECK(s->name == NULL && s->id == NULL);
+        LM_CHECK(s->name == NULL && s->id != NULL);
+        char want[37];
+        lm_config_uuid("service@services[0]", want); /* stable: from the position */
+        LM_CHECK_STR(s->id, want);
+        lm_config_uuid("upstream:name:backend", want); /* from the name */
+        LM_CHECK_STR(cfg->upstreams[0]->id, want);
+        LM_CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(cfg->doc, "services"), 0), "id")), s->id);
         LM_CHECK_EQ_INT(s->port, 443); /* Limen: 443 for https without a port */
         LM_CHECK_EQ_INT(s->retries, 5);
         LM_CHECK(s->path == NULL);

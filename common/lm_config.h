@@ -84,7 +84,7 @@ typedef struct {
 
 struct lm_service {
     size_t index;     /* position in lm_config_t.services */
-    char *id;         /* may be NULL when the document gives none */
+    char *id;         /* given, or generated (see lm_config_uuid) */
     char *name;       /* may be NULL */
     char *protocol;   /* "http" (default), "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss" */
     char *host;       /* required */
@@ -263,6 +263,13 @@ lm_service_t *lm_config_find_service(const lm_config_t *cfg, const char *id_or_n
 lm_upstream_t *lm_config_find_upstream(const lm_config_t *cfg, const char *name);
 /* added: by id, username or custom_id */
 lm_consumer_t *lm_config_find_consumer(const lm_config_t *cfg, const char *key);
+
+/* added: a name-based (MD5, version 3) UUID from seed, lower-case. The
+ * builder gives every entity the document leaves without an id one made
+ * from "TYPE:name:NAME" (services, routes, consumers, upstreams with a name)
+ * or "TYPE@PATH" (e.g. "plugin@services[0].plugins[1]"), and writes it into
+ * the document tree too (cfg->doc; not into the hash or canonical_json). */
+void lm_config_uuid(const char *seed, char out[37]);
 
 /* added: true for the plugin names the build accepts (Kong's bundled list);
  * others are reported "plugin 'x' not enabled; add it to the 'plugins'

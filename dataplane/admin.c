@@ -7,6 +7,7 @@
 #include "lm_admin_api.h"
 #include "lm_apply.h"
 #include "lm_http1.h"
+#include "lm_health.h"
 #include "lm_log.h"
 #include "lm_proxy.h"
 
@@ -185,6 +186,7 @@ static void lm__handle_metrics(lm_admin_conn_t *c)
     lm_server_t *srv = c->l->srv;
     lm_buf_t b = { 0 };
     lm_metrics_render(&b);
+    lm_health_metrics_render(srv, &b); /* per upstream target (admin_upstreams.c) */
     if (srv->current) {
         lm_buf_printf(&b,
                       "# HELP limen_config_info The configuration being served.\n# TYPE limen_config_info gauge\n"
@@ -481,7 +483,14 @@ static void lm__dispatch(lm_admin_conn_t *c, const lm_http1_request_t *h, char *
         for (size_t i = 0; i < srv->opts.num_proxy_listen; i++)
             cJSON_AddItemToArray(pl, cJSON_CreateString(srv->opts.proxy_listen[i]));
         cJSON_AddStringToObject(j, "configuration_hash", srv->current ? srv->current->hash : "");
+        lm_admin_api_root_info(srv, j);
         lm__respond_json(c, 200, j);
+        return;
+    }
+    int ust;
+    cJSON *ubody;
+    if (get && lm_admin_upstreams(srv, p, h->query, &ust, &ubody) == LM_OK) { /* admin_upstreams.c */
+        lm__respond_json(c, ust, ubody);
         return;
     }
     /* Kong's entity endpoints (admin_api.c) */

@@ -27,4 +27,7 @@ typedef struct lm_admin_call {
 /* LM_OK: handled (reply called or pending); LM_DECLINED: not an entity endpoint. */
 int lm_admin_api_handle(lm_admin_call_t *call);
 
+/* Adds Kong's "plugins" summary (available_on_server, enabled_in_cluster) to GET /'s answer. */
+void lm_admin_api_root_info(lm_server_t *srv, cJSON *root);
+
 #endif

@@ -26,6 +26,8 @@ typedef struct {
     const char *plugin_dir;    /* external plugins (*.so) to load at start-up, or NULL */
     const char *trusted_ips;   /* comma-separated addresses/CIDRs whose real-IP header is believed */
     const char *real_ip_header; /* default "X-Real-IP" (Kong's real_ip_header); X-Forwarded-For works too */
+    bool managed;              /* the config belongs to a controller: entity writes are refused
+                                  as Kong refuses them in DB-less mode (POST /config still works) */
 } lm_server_opts_t;
 
 /* Fills defaults. */

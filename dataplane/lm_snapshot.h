@@ -13,6 +13,7 @@
 
 #include "lm_core.h"
 #include "lm_arena.h"
+#include "lm_balancer.h"
 #include "lm_config.h"
 #include "lm_metrics.h"
 #include "lm_plugin_rt.h"
@@ -25,22 +26,14 @@
 #define LM_SVC_MAX_ADDRS 64
 
 typedef struct {
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    char key[64];   /* "ip:port", the connection-pool key */
-    int weight;
-    lm_str_t host_header; /* upstream Host: "host" or "host:port" when the port is not the default */
-} lm_peer_t;
-
-typedef struct {
     const lm_service_t *svc;
     const char *label;     /* name, else id, else "service-<index>": for logs and metrics */
     lm_str_t path;         /* service path, "/" when unset */
-    lm_peer_t *peers;      /* resolved addresses (upstream targets or the host's addresses) */
+    lm_balancer_t *bal;    /* its upstream's balancer, or one over the host's addresses */
+    lm_peer_t *peers;      /* = bal->peers: resolved addresses (upstream targets or the host's addresses) */
     size_t num_peers;
     const char *resolve_error; /* non-NULL when nothing could be resolved: 503 */
     bool unsupported_protocol; /* https/grpc before TLS lands: 502 */
-    _Atomic unsigned rr;    /* round-robin cursor */
 } lm_svc_rt_t;
 
 typedef struct {
@@ -58,6 +51,7 @@ typedef struct lm_snapshot {
     lm_router_t *router;
     lm_svc_rt_t *services; size_t num_services;
     lm_route_rt_t *routes; size_t num_routes;  /* indexed by lm_route_t.index */
+    lm_balancer_t **balancers; size_t num_balancers; /* upstreams first (lm_upstream_t.index), then services' own */
     char hash[33];
     uint64_t applied_at_ms; /* wall clock */
     char *doc_json;         /* canonical JSON of the document (for GET /config and the state dir) */

@@ -42,11 +42,15 @@ static const char lm__usage[] =
     "                          real-IP header is believed (LIMEN_TRUSTED_IPS); default none\n"
     "  --real-ip-header NAME   where trusted proxies put the client address (LIMEN_REAL_IP_HEADER);\n"
     "                          default X-Real-IP; with X-Forwarded-For the last address is used\n"
+    "  --managed               the config belongs to a controller: entity writes on the admin API\n"
+    "                          are refused as Kong refuses them in DB-less mode (LIMEN_MANAGED=on)\n"
     "  --check FILE            validate FILE, print every error with its path, exit 1 if invalid\n"
     "  --help, --version\n"
     "\n"
     "Admin API (on --admin-listen): POST /config (YAML or JSON; ?check_hash=1), GET /config,\n"
-    "GET /status, GET /services /routes /consumers /plugins /upstreams.\n";
+    "GET /status, and Kong's entity endpoints: /services /routes /consumers /plugins /upstreams\n"
+    "/upstreams/{u}/targets /certificates /snis /ca_certificates /consumers/{c}/key-auth ...\n"
+    "(GET, POST, PUT, PATCH, DELETE), /schemas/..., /plugins/enabled.\n";
 
 static int lm__check(const char *path)
 {
@@ -122,6 +126,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "limen-dataplane: LIMEN_DRAIN_TIMEOUT: '%s' is not a number of milliseconds\n", v);
         return 2;
     }
+    if ((v = getenv("LIMEN_MANAGED")) && *v && !lm__env_off(v))
+        o.managed = true;
     if ((v = getenv("LIMEN_PLUGIN_DIR")) && *v)
         o.plugin_dir = v;
     if ((v = getenv("LIMEN_TRUSTED_IPS")) && *v)
@@ -199,6 +205,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "limen-dataplane: --drain-timeout: '%s' is not a number of milliseconds\n", val);
                 return 2;
             }
+        } else if (strcmp(a, "--managed") == 0) {
+            o.managed = true;
         } else if (strcmp(a, "--plugin-dir") == 0) {
             LM_TAKE();
             o.plugin_dir = val;

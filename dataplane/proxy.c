@@ -10,6 +10,7 @@
  * after the write.
  */
 #include "lm_proxy.h"
+#include "proxy_int.h"
 #include "lm_log.h"
 
 #include <stdio.h>
@@ -28,26 +29,13 @@ static void lm__resp_pump(lm_req_t *r);
 static void lm__respond_error(lm_req_t *r, int status, const char *message);
 static void lm__conn_read_start(lm_conn_t *c);
 static void lm__resp_end_at_close(lm_req_t *r);
+static void lm__peer_release(lm_req_t *r);
 
-/* per-request bookkeeping kept beside lm_req_t (needs no header change) */
-typedef struct {
-    lm_req_t r;
-    size_t req_inflight;  /* client-buffer bytes being written upstream */
-    size_t resp_inflight; /* upstream-buffer bytes being written to the client */
-    char req_chunk_hdr[24], resp_chunk_hdr[24];
-    bool upstream_head_pending; /* head not yet written on the current connection */
-    bool resp_writing;          /* a response write is in flight */
-    bool up_eof;                /* the upstream closed (body delimited by close) */
-    char *resp_head;            /* response head waiting for the first write */
-    size_t resp_head_len;
-    lm_http1_limits_t limits;
-    const char *request_id;     /* the client's X-Request-Id when it does not fit r->request_id */
-} lm__req_ext_t;
 
-#define LM__EXT(r) ((lm__req_ext_t *)(r))
+
 
 /* The request's id: the client's X-Request-Id (any valid length) or ours. */
-static const char *lm__rid(lm_req_t *r)
+const char *lm__rid(lm_req_t *r)
 {
     const char *id = ((lm__req_ext_t *)r)->request_id;
     return id ? id : r->request_id;
@@ -158,6 +146,7 @@ static void lm__req_detach(lm_req_t *r)
         lm_upstream_abort(r->up);
         r->up = NULL;
     }
+    lm__peer_release(r);
     if (r->ws) {
         lm_worker_snap_release(r->w, r->ws);
         r->ws = NULL;
@@ -336,43 +325,6 @@ void lm_proxy_on_connection(uv_stream_t *listener, int status)
     uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_HEADER_TIMEOUT_MS, 0);
     lm__conn_read_start(c);
 }
-
-/* Appends s to the buffer being built (arena-grown). */
-typedef struct {
-    lm_arena_t *a;
-    char *p;
-    size_t len, cap;
-} lm__sb_t;
-
-static void lm__sb_put(lm__sb_t *b, const char *s, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t ncap = LM_MAX(b->cap * 2, b->len + n + 256);
-        char *np = lm_arena_alloc(b->a, ncap);
-        memcpy(np, b->p, b->len);
-        b->p = np;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-#define LM__SB_LIT(b, lit) lm__sb_put((b), (lit), sizeof(lit) - 1)
-static void lm__sb_str(lm__sb_t *b, lm_str_t s) { lm__sb_put(b, s.ptr, s.len); }
-static void lm__sb_cstr(lm__sb_t *b, const char *s) { lm__sb_put(b, s, strlen(s)); }
-
-/* Decimal without printf (the request path formats a few numbers per request). */
-static void lm__sb_u64(lm__sb_t *b, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    lm__sb_put(b, tmp + i, sizeof(tmp) - i);
-}
-
-
 
 /* Every received Via value in order, each followed by ", " (ours comes last). */
 static void lm__sb_resp_hdrs(lm__sb_t *b, const lm_req_t *r)
@@ -567,355 +519,29 @@ static void lm__reject_head(lm_conn_t *c, int status, const char *reason)
 /* ------------------------------------------------------------------ */
 /* request start                                                       */
 
-static bool lm__valid_request_id(lm_str_t v)
-{
-    if (v.len == 0 || v.len > 200)
-        return false;
-    for (size_t i = 0; i < v.len; i++)
-        if ((unsigned char)v.ptr[i] <= 0x20 || (unsigned char)v.ptr[i] >= 0x7f || v.ptr[i] == '"' || v.ptr[i] == '\\')
-            return false;
-    return true;
-}
 
-static void lm__sb_via_list(lm__sb_t *b, const lm_http_header_t *h, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (h[i].id == LM_HDR_VIA && !(h[i].flags & LM_HDR_F_HOP) && h[i].value.len) {
-            lm__sb_str(b, h[i].value);
-            LM__SB_LIT(b, ", ");
-        }
-    }
-}
 
-/* Upstream path per Kong's path_handling (Route docs, and Kong's router:
- * get_upstream_uri for v0, the "v1" branch of the traditional router).
- * base is the service path ("/" when unset), req the request path, post
- * what follows the stripped prefix (the request path without its first
- * slash when nothing was stripped, as Kong's uri_postfix). */
-static void lm__upstream_path(lm__sb_t *b, lm_str_t base, lm_str_t req, lm_str_t post, bool strip, bool v1)
-{
-    if (base.len == 0)
-        base = LM_STR("/");
-    bool base_slash = base.ptr[base.len - 1] == '/';
-    lm_str_t base_trim = { base.ptr, base_slash ? base.len - 1 : base.len };
-    lm_str_t req_tail = req.len && req.ptr[0] == '/' ? (lm_str_t){ req.ptr + 1, req.len - 1 } : req;
-    bool post_slash = post.len && post.ptr[0] == '/';
-    bool req_trailing_slash = req.len && req.ptr[req.len - 1] == '/';
 
-    if (v1) {
-        if (!strip) { /* the incoming path without its first slash, after the service path */
-            lm__sb_str(b, base);
-            lm__sb_str(b, req_tail);
-        } else {
-            lm__sb_str(b, base_slash && post_slash ? base_trim : base);
-            lm__sb_str(b, post);
-        }
-        return;
-    }
-    if (base_slash) {
-        if (!strip) {
-            lm__sb_str(b, base);
-            lm__sb_str(b, req_tail);
-        } else if (post.len == 0) {
-            lm__sb_str(b, base.len == 1 || req_trailing_slash ? base : base_trim);
-        } else {
-            lm__sb_str(b, post_slash ? base_trim : base);
-            lm__sb_str(b, post);
-        }
-        return;
-    }
-    if (!strip) {
-        lm__sb_str(b, base);
-        if (!(req.len == 1 && req.ptr[0] == '/'))
-            lm__sb_str(b, req);
-    } else if (post.len == 0) {
-        lm__sb_str(b, base);
-        if (req.len > 1 && req_trailing_slash)
-            LM__SB_LIT(b, "/");
-    } else {
-        lm__sb_str(b, base);
-        if (!post_slash)
-            LM__SB_LIT(b, "/");
-        lm__sb_str(b, post);
-    }
-}
 
-/* The query string without the arguments plugins removed (hide_credentials). */
-static void lm__sb_query_without(lm__sb_t *b, const lm_req_t *r, lm_str_t q)
-{
-    bool first = true;
-    size_t i = 0;
-    while (i <= q.len) {
-        size_t end = i;
-        while (end < q.len && q.ptr[end] != '&')
-            end++;
-        size_t eq = i;
-        while (eq < end && q.ptr[eq] != '=')
-            eq++;
-        bool drop = false;
-        for (size_t k = 0; k < r->num_drop_args && !drop; k++)
-            drop = lm_str_eq(r->drop_args[k], (lm_str_t){ q.ptr + i, eq - i });
-        if (!drop && end > i) {
-            lm__sb_put(b, first ? "?" : "&", 1);
-            lm__sb_put(b, q.ptr + i, end - i);
-            first = false;
-        }
-        i = end + 1;
-    }
-}
 
-static void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_route_match_t *m)
-{
-    lm_conn_t *c = r->c;
-    const lm_route_t *route = r->rrt->route;
-    lm__sb_t b = { r->arena, NULL, 0, 0 };
-    b.cap = 512 + h->target.len + r->num_hdrs * 64;
-    b.p = lm_arena_alloc(r->arena, b.cap);
 
-    lm__sb_str(&b, h->method);
-    LM__SB_LIT(&b, " ");
-    lm_str_t post = h->path; /* Kong's uri_postfix: after the stripped prefix, else after the first '/' */
-    lm_str_t prefix = LM_STR_NULL;
-    if (route->strip_path && m->prefix_len > 0 && m->prefix_len <= post.len) {
-        prefix = (lm_str_t){ post.ptr, m->prefix_len };
-        post.ptr += m->prefix_len;
-        post.len -= m->prefix_len;
-    } else if (post.len && post.ptr[0] == '/') {
-        post.ptr++;
-        post.len--;
-    }
-    bool v1 = route->path_handling && strcmp(route->path_handling, "v1") == 0;
-    lm__upstream_path(&b, r->srt->path, h->path, post, route->strip_path, v1);
-    if (h->query.ptr && r->num_drop_args == 0) {
-        LM__SB_LIT(&b, "?");
-        lm__sb_str(&b, h->query);
-    } else if (h->query.ptr) {
-        lm__sb_query_without(&b, r, h->query);
-    }
-    LM__SB_LIT(&b, " HTTP/1.1\r\nHost: ");
-    if (route->preserve_host && h->host.len)
-        lm__sb_str(&b, h->host);
-    else
-        lm__sb_str(&b, r->peer->host_header);
-    LM__SB_LIT(&b, "\r\n");
 
-    bool xff_done = false;
-    const lm_http_header_t *hs = r->hdrs;
-    size_t nh = r->num_hdrs;
-    for (size_t i = 0; i < nh; i++) {
-        const lm_http_header_t *hd = &hs[i];
-        if (hd->flags & (LM_HDR_F_HOP | LM_HDR_F_DELETED))
-            continue;
-        switch (hd->id) {
-        case LM_HDR_HOST:
-        case LM_HDR_CONTENT_LENGTH:
-        case LM_HDR_TRANSFER_ENCODING:
-        case LM_HDR_EXPECT:
-        case LM_HDR_X_FORWARDED_PROTO:
-        case LM_HDR_X_FORWARDED_HOST:
-        case LM_HDR_X_FORWARDED_PORT:
-        case LM_HDR_X_FORWARDED_PREFIX:
-        case LM_HDR_X_REAL_IP:
-        case LM_HDR_X_REQUEST_ID:
-            continue;
-        case LM_HDR_VIA: /* combined below, ours last */
-            continue;
-        case LM_HDR_X_FORWARDED_FOR:
-            if (xff_done)
-                continue;
-            /* one header: every X-Forwarded-For value in order, then the client */
-            LM__SB_LIT(&b, "X-Forwarded-For: ");
-            for (size_t j = i; j < nh; j++) {
-                if (hs[j].id == LM_HDR_X_FORWARDED_FOR && !(hs[j].flags & LM_HDR_F_DELETED) && hs[j].value.len) {
-                    lm__sb_str(&b, hs[j].value);
-                    LM__SB_LIT(&b, ", ");
-                }
-            }
-            lm__sb_cstr(&b, c->ip);
-            LM__SB_LIT(&b, "\r\n");
-            xff_done = true;
-            continue;
-        default:
-            break;
-        }
-        lm__sb_str(&b, hd->name);
-        LM__SB_LIT(&b, ": ");
-        lm__sb_str(&b, hd->value);
-        LM__SB_LIT(&b, "\r\n");
-    }
-    if (!xff_done) {
-        LM__SB_LIT(&b, "X-Forwarded-For: ");
-        lm__sb_cstr(&b, c->ip);
-        LM__SB_LIT(&b, "\r\n");
-    }
-    LM__SB_LIT(&b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
-    lm_str_t host = h->host;
-    for (size_t i = host.len; i > 0; i--) { /* strip ":port" (not inside an IPv6 literal) */
-        if (host.ptr[i - 1] == ':') {
-            host.len = i - 1;
-            break;
-        }
-        if (host.ptr[i - 1] == ']' || host.ptr[i - 1] < '0' || host.ptr[i - 1] > '9')
-            break;
-    }
-    lm__sb_str(&b, host);
-    LM__SB_LIT(&b, "\r\nX-Forwarded-Port: ");
-    lm__sb_u64(&b, (uint64_t)c->local_port);
-    LM__SB_LIT(&b, "\r\nX-Real-IP: ");
-    lm__sb_cstr(&b, lm_ctx_client_ip((lm_ctx_t *)r));
-    LM__SB_LIT(&b, "\r\n");
-    if (prefix.len) {
-        LM__SB_LIT(&b, "X-Forwarded-Prefix: ");
-        lm__sb_str(&b, prefix);
-        LM__SB_LIT(&b, "\r\n");
-    }
-    LM__SB_LIT(&b, "X-Request-Id: ");
-    lm__sb_cstr(&b, lm__rid(r));
-    LM__SB_LIT(&b, "\r\nVia: ");
-    lm__sb_via_list(&b, hs, nh);
-    if (r->minor == 0)
-        LM__SB_LIT(&b, "1.0 limen\r\n");
-    else
-        LM__SB_LIT(&b, "1.1 limen\r\n");
-    if (r->req_body == LM_BODY_LENGTH) {
-        LM__SB_LIT(&b, "Content-Length: ");
-        lm__sb_u64(&b, r->req_left);
-        LM__SB_LIT(&b, "\r\n");
-    } else if (r->req_body == LM_BODY_CHUNKED) {
-        LM__SB_LIT(&b, "Transfer-Encoding: chunked\r\n");
-    }
-    LM__SB_LIT(&b, "\r\n");
-    r->up_head = b.p;
-    r->up_head_len = b.len;
-}
 
-static int lm__hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static bool lm__unreserved(int ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-           ch == '.' || ch == '_' || ch == '~';
-}
-
-/*
- * The path routes match and the upstream receives, normalised as Kong does
- * (kong/tools/uri.lua normalize with merge_slashes): percent-encoded
- * unreserved characters decoded (so %2e is a dot), the other escapes
- * upper-cased, dot segments removed (RFC 3986 5.2.4, never above the root)
- * and repeated slashes merged. Without it "/public/../admin" would match the
- * /public route and reach the upstream as a path it resolves to /admin.
- * Returns p itself when there is nothing to do, else a copy in the arena.
- */
-static lm_str_t lm__normalize_path(lm_arena_t *a, lm_str_t p)
-{
-    bool need = false;
-    for (size_t i = 0; i < p.len && !need; i++)
-        need = p.ptr[i] == '%' || p.ptr[i] == '.' || (p.ptr[i] == '/' && i + 1 < p.len && p.ptr[i + 1] == '/');
-    if (!need || p.ptr[0] != '/')
-        return p;
-
-    char *in = lm_arena_alloc(a, p.len + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < p.len;) {
-        int hi, lo;
-        if (p.ptr[i] == '%' && i + 2 < p.len && (hi = lm__hexval(p.ptr[i + 1])) >= 0 &&
-            (lo = lm__hexval(p.ptr[i + 2])) >= 0) {
-            int v = hi * 16 + lo;
-            if (lm__unreserved(v)) {
-                in[n++] = (char)v;
-            } else {
-                in[n++] = '%';
-                in[n++] = "0123456789ABCDEF"[hi];
-                in[n++] = "0123456789ABCDEF"[lo];
-            }
-            i += 3;
-        } else {
-            in[n++] = p.ptr[i++];
-        }
-    }
-
-    char *out = lm_arena_alloc(a, n + 1);
-    size_t *segs = lm_arena_alloc(a, (n + 1) * sizeof(*segs)); /* where each output segment starts */
-    size_t o = 0, k = 0, i = 0;
-    while (i < n) {
-        size_t left = n - i;
-        const char *q = in + i;
-        if (left >= 3 && q[0] == '.' && q[1] == '.' && q[2] == '/') {
-            i += 3;
-        } else if (left >= 2 && q[0] == '.' && q[1] == '/') {
-            i += 2;
-        } else if (left >= 3 && q[0] == '/' && q[1] == '.' && q[2] == '/') {
-            i += 2;
-        } else if (left == 2 && q[0] == '/' && q[1] == '.') {
-            in[i + 1] = '/'; /* "/." at the end -> "/" */
-            i += 1;
-        } else if ((left >= 4 && q[0] == '/' && q[1] == '.' && q[2] == '.' && q[3] == '/') ||
-                   (left == 3 && q[0] == '/' && q[1] == '.' && q[2] == '.')) {
-            if (left == 3)
-                in[i + 2] = '/'; /* "/.." at the end -> "/" */
-            i += left == 3 ? 2 : 3;
-            if (k > 0)
-                o = segs[--k];
-        } else if ((left == 1 && q[0] == '.') || (left == 2 && q[0] == '.' && q[1] == '.')) {
-            i = n;
-        } else if (left >= 2 && q[0] == '/' && q[1] == '/') {
-            i += 1;
-        } else {
-            size_t j = 1;
-            while (j < left && q[j] != '/')
-                j++;
-            segs[k++] = o;
-            memcpy(out + o, q, j);
-            o += j;
-            i += j;
-        }
-    }
-    if (o == 0)
-        out[o++] = '/';
-    out[o] = '\0';
-    return (lm_str_t){ out, o };
-}
+/* ---- balancing: picks, retries and outcomes (lm_balancer.h) ---- */
 
 static const lm_peer_t *lm__pick_peer(lm_req_t *r)
 {
-    lm_svc_rt_t *s = r->srt;
-    unsigned i = atomic_fetch_add_explicit(&s->rr, 1, memory_order_relaxed);
-    return &s->peers[i % s->num_peers];
+    return lm_balancer_pick(r->srt->bal, &LM__EXT(r)->pick, uv_now(&r->w->loop), lm_worker_random(r->w));
 }
 
-/* Moves every slice of the parsed head into the request arena: the
- * connection buffer is reused for the body, and plugins may need the head
- * after that. */
-static void lm__relocate_head(lm_req_t *r, const char *buf, size_t len, lm_http1_request_t *h)
+/* The request is done with its address: in-flight count, latency sample. */
+static void lm__peer_release(lm_req_t *r)
 {
-    char *copy = lm_arena_alloc(r->arena, len + 1);
-    memcpy(copy, buf, len);
-#define LM__MOVE(sl)                                                          \
-    do {                                                                      \
-        if ((sl).ptr >= buf && (sl).ptr <= buf + len)                         \
-            (sl).ptr = copy + ((sl).ptr - buf);                               \
-    } while (0)
-    LM__MOVE(h->method);
-    LM__MOVE(h->target);
-    LM__MOVE(h->path);
-    LM__MOVE(h->query);
-    LM__MOVE(h->authority);
-    LM__MOVE(h->host);
-    for (size_t i = 0; i < h->num_headers; i++) {
-        LM__MOVE(h->headers[i].name);
-        LM__MOVE(h->headers[i].value);
-    }
-#undef LM__MOVE
+    if (r->srt && LM__EXT(r)->pick.held)
+        lm_balancer_release(r->srt->bal, &LM__EXT(r)->pick, uv_now(&r->w->loop), r->t_upstream_head != 0);
 }
+
+
 
 /* A plugin failed (LM_ERROR without a response): Kong answers 500. */
 static void lm__plugin_failed(lm_req_t *r)
@@ -1009,8 +635,16 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
                 }
             }
             if (!r->exited) {
+                if (r->srt->bal->algo == LM_LB_CONSISTENT_HASHING)
+                    lm_balancer_prepare(r->srt->bal, &x->pick, (lm_ctx_t *)r, &m, lm_worker_random(w),
+                                        lm_worker_random(w));
                 r->peer = lm__pick_peer(r);
-                lm__build_upstream_head(r, h, &m);
+                if (r->peer) {
+                    lm__build_upstream_head(r, h, &m);
+                } else { /* every target unhealthy, or the upstream below its threshold */
+                    status = 503;
+                    msg = "failure to get a peer from the ring-balancer";
+                }
             }
         }
     }
@@ -1261,6 +895,8 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
             continue;
         lm_ctx_resp_append(r, hd->name, hd->value);
     }
+    if (LM__EXT(r)->pick.set_cookie) /* consistent hashing on a cookie the client did not have */
+        lm_ctx_resp_append(r, LM_STR("Set-Cookie"), lm_str(LM__EXT(r)->pick.set_cookie));
     r->status = resp->status;
     if (r->filters)
         lm_ctx_run_header_filter(r);
@@ -1414,6 +1050,7 @@ void lm_proxy_upstream_data(lm_req_t *r)
         size_t hl = (size_t)rc;
         if (resp.status >= 200) {
             r->t_upstream_head = uv_now(&r->w->loop);
+            lm_balancer_report(r->srt->bal, &LM__EXT(r)->pick, LM_HR_STATUS, resp.status, r->t_upstream_head);
             r->resp_upstream_reusable = resp.keep_alive && resp.body_kind != LM_BODY_UNTIL_CLOSE;
             lm__resp_head(r, &resp); /* copies every slice it needs */
         }
@@ -1433,7 +1070,7 @@ void lm_proxy_upstream_eof(lm_req_t *r)
     if (!r->resp_head_sent) {
         /* a kept-alive connection the peer closed before answering: try a new one */
         bool stale = u->requests > 0 && u->len == 0 && !r->req_body_started;
-        lm_proxy_upstream_error(r, 502, "upstream closed the connection", stale);
+        lm_proxy_upstream_error(r, 502, "upstream closed the connection", stale || lm_method_idempotent(r->method));
         return;
     }
     if (r->resp_body == LM_BODY_UNTIL_CLOSE && !r->resp_done) {
@@ -1470,6 +1107,10 @@ static void lm__resp_end_at_close(lm_req_t *r)
 
 void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retryable)
 {
+    lm__req_ext_t *x = LM__EXT(r);
+    /* a kept-alive connection the peer had closed says nothing about its health */
+    bool stale = r->up && r->up->requests > 0 && status != 504;
+    bool sent = r->up && r->up->connected && !stale;
     if (r->up) {
         lm_upstream_abort(r->up);
         r->up = NULL;
@@ -1478,13 +1119,28 @@ void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retr
         lm__conn_close(r->c);
         return;
     }
+    /* passive health checks: Kong counts a failed try as a timeout (504) or a TCP failure */
+    if (!stale)
+        lm_balancer_report(r->srt->bal, &x->pick, status == 504 ? LM_HR_TIMEOUT : LM_HR_TCP, 0,
+                           uv_now(&r->w->loop));
     int max_tries = r->srt->svc->retries;
     if (retryable && !r->req_body_started && r->tries < max_tries) {
+        const lm_peer_t *failed = r->peer;
         r->tries++;
-        r->peer = lm__pick_peer(r);
-        LM__EXT(r)->upstream_head_pending = true;
-        lm_upstream_acquire(r, r->peer);
-        return;
+        r->peer = lm__pick_peer(r); /* another address when there is one */
+        /* a request the upstream may have seen (timeout, closed before
+         * answering) goes to another address only, never again to the same */
+        if (r->peer && (!sent || !x->pick.repeat)) {
+            if (failed && failed->state)
+                atomic_fetch_add_explicit(&failed->state->retries, 1, memory_order_relaxed);
+            lm_log_info("request %s to %s failed: %s; retry %d of %d on %s", lm__rid(r), failed ? failed->key : "?",
+                        why, r->tries, max_tries, r->peer->key);
+            lm__retarget_head(r);
+            x->upstream_head_pending = true;
+            lm_upstream_acquire(r, r->peer);
+            return;
+        }
+        r->peer = failed;
     }
     lm_log_info("request %s to %s failed: %s", lm__rid(r), r->peer ? r->peer->key : "?", why);
     lm__respond_error(r, status, NULL);
@@ -1528,6 +1184,7 @@ static void lm__req_finish(lm_req_t *r)
     lm__access_log(r, total, up_ms);
     if (r->num_ran)
         lm_ctx_run_log(r);
+    lm__peer_release(r);
 
     if (r->up) {
         lm_upconn_t *u = r->up;

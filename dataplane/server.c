@@ -6,6 +6,7 @@
  */
 #include "lm_apply.h"
 #include "lm_admin.h"
+#include "lm_health.h"
 #include "lm_log.h"
 #include "lm_proxy.h"
 
@@ -238,6 +239,8 @@ void lm_server_publish(lm_server_t *srv, lm_snapshot_t *snap)
     }
     lm_snapshot_t *old = srv->current;
     srv->current = snap;
+    if (!srv->stopping)
+        lm_health_checks_update(srv->loop, snap); /* active health checks follow the config */
     if (old)
         lm_snapshot_unref(old);
 }
@@ -568,6 +571,7 @@ static void lm__begin_stop(lm_server_t *srv)
     uv_unref((uv_handle_t *)&srv->sigint);
     uv_unref((uv_handle_t *)&srv->sighup);
     lm_admin_stop(srv);
+    lm_health_checks_stop();
     for (int i = 0; i < srv->num_workers; i++) {
         atomic_store(&srv->workers[i].stop, 1);
         uv_async_send(&srv->workers[i].async);
@@ -811,6 +815,7 @@ out:
         close(srv->access_log_fd);
     uv_loop_close(srv->loop);
     lm_metrics_shutdown();
+    lm_health_shutdown();
     lm_log_info("stopped");
     return rc;
 }

@@ -84,19 +84,19 @@ static lm_str_t lm__host_header(lm_arena_t *a, const char *host, int port, int d
     return lm_str(s);
 }
 
-static void lm__add_peers(lm_arena_t *a, lm_svc_rt_t *rt, size_t *cap, const lm__resolved_t *r, int port,
-                          int weight, lm_str_t host_header)
+static void lm__add_peers(lm_arena_t *a, lm_balancer_t *b, size_t *cap, const lm__resolved_t *r, int port,
+                          int weight, lm_str_t host_header, uint32_t target)
 {
     for (size_t i = 0; i < r->n; i++) {
-        if (rt->num_peers == *cap) {
+        if (b->num_peers == *cap) {
             size_t ncap = *cap ? *cap * 2 : 4;
             lm_peer_t *np = lm_arena_calloc(a, ncap * sizeof(*np));
-            if (rt->num_peers)
-                memcpy(np, rt->peers, rt->num_peers * sizeof(*np));
-            rt->peers = np;
+            if (b->num_peers)
+                memcpy(np, b->peers, b->num_peers * sizeof(*np));
+            b->peers = np;
             *cap = ncap;
         }
-        lm_peer_t *p = &rt->peers[rt->num_peers++];
+        lm_peer_t *p = &b->peers[b->num_peers++];
         memcpy(&p->addr, &r->addrs[i], r->lens[i]);
         p->addrlen = r->lens[i];
         char ip[INET6_ADDRSTRLEN] = "";
@@ -113,7 +113,51 @@ static void lm__add_peers(lm_arena_t *a, lm_svc_rt_t *rt, size_t *cap, const lm_
         }
         p->weight = weight;
         p->host_header = host_header;
+        p->target = target;
     }
+}
+
+static int lm__algo(const char *name)
+{
+    if (name && strcmp(name, "consistent-hashing") == 0)
+        return LM_LB_CONSISTENT_HASHING;
+    if (name && strcmp(name, "least-connections") == 0)
+        return LM_LB_LEAST_CONNECTIONS;
+    if (name && strcmp(name, "latency") == 0)
+        return LM_LB_LATENCY;
+    return LM_LB_ROUND_ROBIN;
+}
+
+/* An upstream's balancer: its targets resolved (weight 0 ones listed, not
+ * balanced), health check settings compiled. */
+static lm_balancer_t *lm__compile_upstream(lm_snapshot_t *s, lm_map_t *cache, const lm_upstream_t *up,
+                                           lm_config_errors_t *errs, bool *failed)
+{
+    lm_arena_t *a = s->arena;
+    lm_balancer_t *b = lm_arena_calloc(a, sizeof(*b));
+    b->up = up;
+    b->name = up->name;
+    b->algo = lm__algo(up->algorithm);
+    if (lm_hc_conf_compile(&b->hc, up, a, errs) != LM_OK)
+        *failed = true;
+    b->num_targets = up->num_targets;
+    b->targets = lm_arena_calloc(a, (up->num_targets + 1) * sizeof(*b->targets));
+    size_t cap = 0;
+    for (size_t i = 0; i < up->num_targets; i++) {
+        const lm_target_t *t = &up->targets[i];
+        lm_bal_target_t *bt = &b->targets[i];
+        bt->t = t;
+        bt->first = (uint32_t)b->num_peers;
+        if (t->weight == 0)
+            continue;
+        const lm__resolved_t *r = lm__resolve(cache, a, t->host);
+        bt->dns_error = r->error;
+        lm_str_t hh = up->host_header ? lm_str(up->host_header) : lm__host_header(a, t->host, t->port, 80);
+        lm__add_peers(a, b, &cap, r, t->port, t->weight, hh, (uint32_t)i);
+        bt->count = (uint32_t)(b->num_peers - bt->first);
+    }
+    lm_balancer_build(b, a);
+    return b;
 }
 
 static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_service_t *svc, lm_svc_rt_t *rt)
@@ -127,25 +171,30 @@ static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_serv
         rt->unsupported_protocol = true; /* TLS and gRPC upstreams come with the protocols work */
         default_port = 443;
     }
-    size_t cap = 0;
     const lm_upstream_t *up = lm_config_find_upstream(s->cfg, svc->host);
     if (up) {
-        for (size_t i = 0; i < up->num_targets; i++) {
-            const lm_target_t *t = &up->targets[i];
-            if (t->weight == 0)
-                continue;
-            const lm__resolved_t *r = lm__resolve(cache, a, t->host);
-            lm_str_t hh = up->host_header ? lm_str(up->host_header) : lm__host_header(a, t->host, t->port, default_port);
-            lm__add_peers(a, rt, &cap, r, t->port, t->weight, hh);
-        }
-        if (rt->num_peers == 0)
+        rt->bal = s->balancers[up->index];
+        if (rt->bal->num_peers == 0)
             rt->resolve_error = "failure to get a peer from the ring-balancer";
     } else {
+        /* a plain host: round-robin over its addresses, no health checks */
+        lm_balancer_t *b = lm_arena_calloc(a, sizeof(*b));
+        b->algo = LM_LB_ROUND_ROBIN;
+        b->num_targets = 1;
+        b->targets = lm_arena_calloc(a, sizeof(*b->targets));
         const lm__resolved_t *r = lm__resolve(cache, a, svc->host);
         if (r->error)
             rt->resolve_error = r->error;
-        lm__add_peers(a, rt, &cap, r, svc->port, 100, lm__host_header(a, svc->host, svc->port, default_port));
+        size_t cap = 0;
+        lm__add_peers(a, b, &cap, r, svc->port, 100, lm__host_header(a, svc->host, svc->port, default_port), 0);
+        b->targets[0].count = (uint32_t)b->num_peers;
+        b->targets[0].dns_error = r->error;
+        lm_balancer_build(b, a);
+        s->balancers[s->num_balancers++] = b;
+        rt->bal = b;
     }
+    rt->peers = rt->bal->peers;
+    rt->num_peers = rt->bal->num_peers;
 }
 
 static uint64_t lm__wall_ms(void)
@@ -180,6 +229,15 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
 
     lm_map_t cache;
     lm_map_init(&cache);
+    s->balancers = lm_arena_calloc(s->arena, (cfg->num_upstreams + cfg->num_services + 1) * sizeof(*s->balancers));
+    bool failed = false;
+    for (size_t i = 0; i < cfg->num_upstreams; i++)
+        s->balancers[s->num_balancers++] = lm__compile_upstream(s, &cache, cfg->upstreams[i], errs, &failed);
+    if (failed) {
+        lm_map_free(&cache);
+        lm_snapshot_unref(s);
+        return NULL;
+    }
     s->num_services = cfg->num_services;
     s->services = lm_arena_calloc(s->arena, (cfg->num_services + 1) * sizeof(*s->services));
     for (size_t i = 0; i < cfg->num_services; i++)
@@ -233,6 +291,8 @@ void lm_snapshot_unref(lm_snapshot_t *s)
         lm_router_free(s->router);
     if (s->plugins_built)
         lm_plugin_rt_free(&s->plugins);
+    for (size_t i = 0; i < s->num_balancers; i++)
+        lm_balancer_free(s->balancers[i]);
     cJSON_free(s->doc_json);
     lm_arena_destroy(s->arena);
     lm_config_free(s->cfg);

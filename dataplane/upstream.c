@@ -123,7 +123,8 @@ static void lm__up_timeout(uv_timer_t *t)
     if (!u->connected)
         lm_proxy_upstream_error(r, 504, "upstream connect timed out", true);
     else
-        lm_proxy_upstream_error(r, 504, u->writing ? "upstream write timed out" : "upstream read timed out", false);
+        lm_proxy_upstream_error(r, 504, u->writing ? "upstream write timed out" : "upstream read timed out",
+                                lm_method_idempotent(r->method)); /* nginx: not POST, LOCK, PATCH once sent */
 }
 
 void lm_upstream_set_timer(lm_upconn_t *u, uint64_t ms)
@@ -232,7 +233,7 @@ static void lm__up_written(uv_write_t *wr, int status)
     lm_req_t *r = u->req;
     if (status < 0) {
         atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
-        lm_proxy_upstream_error(r, 502, uv_strerror(status), false);
+        lm_proxy_upstream_error(r, 502, uv_strerror(status), lm_method_idempotent(r->method));
         return;
     }
     lm_proxy_upstream_write_done(r);

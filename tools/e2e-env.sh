@@ -75,11 +75,15 @@ cmd_start() {
   local limit=$((SECONDS + ${LIMEN_E2E_START_TIMEOUT:-60}))
   for attempt in 1 2 3; do
     : >"$dir/apiserver.log"
-    setsid "$OUT/limen-apiserver" --dir "$dir" --port "${LIMEN_E2E_PORT:-0}" \
-      </dev/null >>"$dir/apiserver.log" 2>&1 &
-    echo $! >"$dir/pid"
+    rm -f "$dir/pid"
+    # the shell writes its own pid and then becomes the API server (exec keeps the pid), so the
+    # pid file is right whether or not setsid had to fork
+    setsid sh -c 'echo $$ >"$1/pid.tmp" && mv "$1/pid.tmp" "$1/pid" && exec "$2" --dir "$1" --port "$3"' \
+      sh "$dir" "$OUT/limen-apiserver" "${LIMEN_E2E_PORT:-0}" </dev/null >>"$dir/apiserver.log" 2>&1 &
+    while [ ! -s "$dir/pid" ] && [ $SECONDS -lt $limit ]; do sleep 0.05; done
+    local pid; pid=$(cat "$dir/pid" 2>/dev/null)
     while [ $SECONDS -lt $limit ]; do
-      if ! running_pid "$dir" >/dev/null; then
+      if ! kill -0 "$pid" 2>/dev/null; then
         # a free port picked by the server (or etcd) can be taken before it binds: try again
         if [ -z "${LIMEN_E2E_PORT:-}" ] && [ $attempt -lt 3 ] &&
            grep -q 'address already in use' "$dir/apiserver.log"; then continue 2; fi

