@@ -6,8 +6,9 @@
  * nested forms, addressed by id or by name (username, key, ...).
  *
  * Reads render from the flat document of the running snapshot (kept until
- * the snapshot changes). A write is queued; one at a time, it copies the flat
- * document, changes the copy and applies it whole through lm_apply_start, the
+ * the snapshot changes). A write joins the one apply queue
+ * (lm_apply_start_built): when its turn comes it copies the flat document of
+ * the configuration then running, changes the copy and applies it whole, the
  * path POST /config takes: validate, compile, persist, publish. It answers
  * from the new snapshot (201/200 with defaults filled) or with Kong's error
  * body (400 schema violation for the errors of the entity written, 404, 409),
@@ -430,15 +431,8 @@ typedef struct lm__write {
     char id[40];          /* the entity written */
     int index;            /* its place in the flat document's array */
     int ok_status;
-    struct lm__write *next;
 } lm__write_t;
 
-static struct {
-    lm__write_t *head, *tail;
-    bool running;
-} lm__wq;
-
-static void lm__w_next(lm_server_t *srv);
 
 static void lm__w_free(lm__write_t *w)
 {
@@ -682,7 +676,6 @@ static void lm__w_applied(lm_apply_t *a, void *ctx)
 {
     lm__write_t *w = ctx;
     lm_server_t *srv = w->call->srv;
-    lm__wq.running = false;
     if (a->result != LM_OK) {
         char prefix[128];
         snprintf(prefix, sizeof(prefix), "%s[%d]", w->t.k->name, w->index);
@@ -695,17 +688,17 @@ static void lm__w_applied(lm_apply_t *a, void *ctx)
         lm__w_done(w, e ? w->ok_status : 500,
                    e ? lm_admin_render(w->t.k, e, flat, w->call->trusted) : lm__msg("An unexpected error occurred"));
     }
-    lm__w_next(srv);
 }
 
-/* Runs one write: answers at once (an error, or nothing to do) or starts its
- * apply; returns true when an apply was started. */
-static bool lm__w_run(lm__write_t *w)
+/* Builds the document of one write when its turn in the apply queue comes
+ * (lm_apply_start_built): LM_OK with the document, or LM_DECLINED after
+ * answering at once (an error, or nothing to do). */
+static int lm__w_build(lm_server_t *srv, void *ctx, char **data, size_t *len)
 {
-    lm_server_t *srv = w->call->srv;
+    lm__write_t *w = ctx;
     if (srv->stopping) {
         lm__w_done(w, 503, lm__msg("shutting down"));
-        return false;
+        return LM_DECLINED;
     }
     const lm_akind_t *k = w->t.k;
     cJSON *flat = cJSON_Duplicate(lm__flat(srv), 1);
@@ -732,7 +725,7 @@ static bool lm__w_run(lm__write_t *w)
                 lm__w_done(w, 404, lm__msg("Not found"));
             else
                 lm__w_done(w, 204, NULL);
-            return false;
+            return LM_DECLINED;
         }
         snprintf(w->id, sizeof(w->id), "%s", cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ent, "id")));
         if ((err = lm__delete(flat, k, ent)) != NULL)
@@ -864,26 +857,14 @@ static bool lm__w_run(lm__write_t *w)
             cJSON_Delete(cJSON_DetachItemViaPointer(flat, it));
         it = next;
     }
-    char *text = cJSON_PrintUnformatted(flat);
+    *data = cJSON_PrintUnformatted(flat);
+    *len = strlen(*data);
     cJSON_Delete(flat);
-    lm__wq.running = true;
-    lm_apply_start(srv, text, strlen(text), false, false, lm__w_applied, w);
-    return true;
+    return LM_OK;
 fail:
     cJSON_Delete(flat);
     lm__w_done(w, err_status, err);
-    return false;
-}
-
-static void lm__w_next(lm_server_t *srv)
-{
-    while (!lm__wq.running && lm__wq.head) {
-        lm__write_t *w = lm__wq.head;
-        lm__wq.head = w->next;
-        if (!lm__wq.head)
-            lm__wq.tail = NULL;
-        lm__w_run(w);
-    }
+    return LM_DECLINED;
 }
 
 /* ---- DB-less refusals (--managed) ----------------------------------------- */
@@ -988,11 +969,6 @@ int lm_admin_api_handle(lm_admin_call_t *call)
     w->path = p; /* t's strings point into it */
     w->t = t;
     w->args = args;
-    if (lm__wq.tail)
-        lm__wq.tail->next = w;
-    else
-        lm__wq.head = w;
-    lm__wq.tail = w;
-    lm__w_next(srv);
+    lm_apply_start_built(srv, lm__w_build, lm__w_applied, w);
     return LM_OK;
 }

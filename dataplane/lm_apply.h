@@ -34,6 +34,17 @@ struct lm_apply {
 void lm_apply_start(lm_server_t *srv, char *data, size_t len, bool substitute_env, bool check_hash,
                     lm_apply_cb cb, void *ctx);
 
+/*
+ * Like lm_apply_start, but the document is built when this apply's turn
+ * comes (on the control thread, from srv->current, which then holds every
+ * earlier apply): an edit of the running document (the admin API's entity
+ * writes) can never overwrite a POST /config queued before it. build returns
+ * LM_OK with *data (malloc'd) and *len, or LM_DECLINED when there is nothing
+ * to apply (it has answered its caller itself; cb is not called).
+ */
+typedef int (*lm_apply_build_fn)(lm_server_t *srv, void *ctx, char **data, size_t *len);
+void lm_apply_start_built(lm_server_t *srv, lm_apply_build_fn build, lm_apply_cb cb, void *ctx);
+
 /* Synchronous variant for start-up (before the workers run). */
 int lm_apply_now(lm_server_t *srv, char *data, size_t len, bool substitute_env, lm_config_errors_t *errs);
 

@@ -331,6 +331,7 @@ typedef struct lm__apply_job {
     lm_apply_cb cb;
     void *ctx;
     lm_snapshot_t *snap;
+    lm_apply_build_fn build;
     struct lm__apply_job *next;
 } lm__apply_job_t;
 
@@ -476,12 +477,22 @@ static void lm__apply_after(uv_work_t *req, int status)
 
 static void lm__apply_next(lm_server_t *srv)
 {
-    if (lm__apply_running || !lm__apply_queue)
-        return;
-    lm__apply_job_t *j = lm__apply_queue;
-    lm__apply_queue = j->next;
-    if (!lm__apply_queue)
-        lm__apply_tail = NULL;
+    lm__apply_job_t *j;
+    for (;;) {
+        if (lm__apply_running || !lm__apply_queue)
+            return;
+        j = lm__apply_queue;
+        lm__apply_queue = j->next;
+        if (!lm__apply_queue)
+            lm__apply_tail = NULL;
+        if (!j->build)
+            break;
+        /* built now, over everything applied before it */
+        if (j->build(srv, j->ctx, &j->a.data, &j->a.len) == LM_OK)
+            break;
+        lm_config_errors_free(&j->a.errs);
+        free(j);
+    }
     lm__apply_running = true;
     j->work.data = j;
     uv_queue_work(srv->loop, &j->work, lm__apply_work, lm__apply_after);
@@ -497,6 +508,24 @@ void lm_apply_start(lm_server_t *srv, char *data, size_t len, bool substitute_en
     j->a.len = len;
     j->a.substitute_env = substitute_env;
     j->a.check_hash = check_hash;
+    lm_config_errors_init(&j->a.errs);
+    j->srv = srv;
+    j->cb = cb;
+    j->ctx = ctx;
+    if (lm__apply_tail)
+        lm__apply_tail->next = j;
+    else
+        lm__apply_queue = j;
+    lm__apply_tail = j;
+    lm__apply_next(srv);
+}
+
+void lm_apply_start_built(lm_server_t *srv, lm_apply_build_fn build, lm_apply_cb cb, void *ctx)
+{
+    lm__apply_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    j->build = build;
     lm_config_errors_init(&j->a.errs);
     j->srv = srv;
     j->cb = cb;
