@@ -522,3 +522,45 @@ bool lm__has(char **list, size_t n, const char *s)
     return false;
 }
 
+
+/* ---- redaction -------------------------------------------------------------- */
+
+static bool lm__secret_field(const char *container, const char *key)
+{
+    size_t n = strlen(key);
+    if (strcmp(key, "password") == 0 || strcmp(key, "secret") == 0 || strcmp(key, "client_secret") == 0 ||
+        (n > 9 && strcmp(key + n - 9, "_password") == 0) || (n > 7 && strcmp(key + n - 7, "_secret") == 0))
+        return true;
+    if (!container)
+        return false;
+    if (strcmp(container, "keyauth_credentials") == 0 && strcmp(key, "key") == 0)
+        return true;
+    if (strcmp(container, "certificates") == 0 && (strcmp(key, "key") == 0 || strcmp(key, "key_alt") == 0))
+        return true;
+    return false;
+}
+
+/* container: the name of the array the current object is an element of */
+static void lm__redact(cJSON *node, const char *container)
+{
+    cJSON *it;
+    if (cJSON_IsArray(node)) {
+        cJSON_ArrayForEach(it, node) lm__redact(it, container);
+        return;
+    }
+    if (!cJSON_IsObject(node))
+        return;
+    cJSON_ArrayForEach(it, node) {
+        if (cJSON_IsString(it) && lm__secret_field(container, it->string))
+            cJSON_SetValuestring(it, "<redacted>");
+        else if (cJSON_IsArray(it))
+            lm__redact(it, it->string);
+        else if (cJSON_IsObject(it))
+            lm__redact(it, container);
+    }
+}
+
+void lm_config_redact(cJSON *doc)
+{
+    lm__redact(doc, NULL);
+}

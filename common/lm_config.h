@@ -258,6 +258,16 @@ lm_config_t *lm_config_load_file(const char *path, lm_config_errors_t *errs);
 
 void lm_config_free(lm_config_t *cfg);
 
+/*
+ * Replaces every secret in a document tree with "<redacted>": credential
+ * keys, passwords and secrets (keyauth_credentials.key, basicauth_credentials.password,
+ * jwt_secrets.secret, hmacauth_credentials.secret, oauth2 client_secret),
+ * certificate private keys (key, key_alt) and any plugin config field named
+ * password, secret or ending in _password / _secret. Used where a document
+ * leaves the process over anything but the local admin socket.
+ */
+void lm_config_redact(cJSON *doc);
+
 /* lookups by id or name (NULL if none) */
 lm_service_t *lm_config_find_service(const lm_config_t *cfg, const char *id_or_name);
 lm_upstream_t *lm_config_find_upstream(const lm_config_t *cfg, const char *name);

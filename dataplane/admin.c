@@ -457,7 +457,20 @@ static void lm__dispatch(lm_admin_conn_t *c, const lm_http1_request_t *h, char *
             lm__handle_post_config(c, h, body, len);
         } else if (get) {
             cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "config", srv->current && srv->current->doc_json ? srv->current->doc_json : "");
+            const char *doc = srv->current && srv->current->doc_json ? srv->current->doc_json : "";
+            if (c->l->is_pipe) { /* the local socket (mode 0600) may see secrets */
+                cJSON_AddStringToObject(j, "config", doc);
+            } else {
+                cJSON *tree = cJSON_Parse(doc);
+                char *red = NULL;
+                if (tree) {
+                    lm_config_redact(tree);
+                    red = cJSON_PrintUnformatted(tree);
+                    cJSON_Delete(tree);
+                }
+                cJSON_AddStringToObject(j, "config", red ? red : "");
+                cJSON_free(red);
+            }
             lm__respond_json(c, 200, j);
         } else {
             lm__respond_message(c, 405, "Method not allowed");

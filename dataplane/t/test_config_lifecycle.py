@@ -526,3 +526,32 @@ def test_proxy_accepts_as_soon_as_status_answers(limen_factory, upstream):
         l = limen_factory(simple_config(upstream.port), workers=2).start()
         assert l.request("GET", "/ready")[0] == 200
         assert l.stop() == 0
+
+
+def test_get_config_redacts_secrets_except_on_the_unix_socket(limen_factory, upstream):
+    port = free_port()
+    doc = simple_config(upstream.port) + """consumers:
+- username: alice
+  keyauth_credentials: [{key: alice-api-key}]
+  basicauth_credentials: [{username: alice, password: alice-password}]
+  jwt_secrets: [{key: alice-iss, secret: alice-jwt-secret}]
+  hmacauth_credentials: [{username: alice-h, secret: alice-hmac-secret}]
+"""
+    l = limen_factory(doc, extra_args=["--admin-listen", f"127.0.0.1:{port}", "--admin-token", "tok"]).start()
+    st, body = _tcp_admin(port, "GET", "/config", headers={"Authorization": "Bearer tok"})
+    assert st == 200
+    text = json.loads(body)["config"]
+    for secret in ("alice-api-key", "alice-password", "alice-jwt-secret", "alice-hmac-secret"):
+        assert secret not in text, secret
+    assert text.count("<redacted>") == 4
+    assert "alice-iss" in text and '"alice-h"' in text  # identifiers are not secrets
+
+
+def test_get_config_on_the_unix_socket_is_complete(limen_factory, upstream):
+    doc = simple_config(upstream.port) + """consumers:
+- username: bob
+  keyauth_credentials: [{key: bob-api-key}]
+"""
+    l = limen_factory(doc).start()
+    st, body = l.admin_json("GET", "/config")
+    assert st == 200 and "bob-api-key" in body["config"]
