@@ -11,6 +11,7 @@
 #include <pcre2.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,11 @@ static uint64_t lm__hash(const char *s)
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    /* mix the high bits down: the table uses the low ones, and ids and
+     * generated names differ mostly at their ends */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
     return h;
 }
 
@@ -305,12 +311,21 @@ void lm__get_tags(lm__b_t *b, const lm__ent_t *e, char ***tags, size_t *n)
     }
 }
 
+static EVP_MD *lm__md5;
+static pthread_once_t lm__md5_once = PTHREAD_ONCE_INIT;
+
+static void lm__md5_fetch(void)
+{
+    lm__md5 = EVP_MD_fetch(NULL, "MD5", NULL); /* once: an implicit fetch per digest costs more than the digest */
+}
+
 void lm_config_uuid(const char *seed, char out[37])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     memset(md, 0, sizeof(md));
-    EVP_Digest(seed, strlen(seed), md, &n, EVP_md5(), NULL);
+    pthread_once(&lm__md5_once, lm__md5_fetch);
+    EVP_Digest(seed, strlen(seed), md, &n, lm__md5 ? lm__md5 : EVP_md5(), NULL);
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x30); /* version 3: name-based (MD5) */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     static const char hex[] = "0123456789abcdef";

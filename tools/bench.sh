@@ -16,7 +16,8 @@ cat >"$B/upstream.conf" <<NG
 worker_processes 1; daemon off; pid $PWD/$B/up.pid; error_log $PWD/$B/up-error.log;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "hello from the upstream\n"; } } }
+  server { listen 127.0.0.1:$UP_PORT; $(for i in $(seq 1 100); do printf 'listen 127.0.1.%d:%s; ' "$i" "$UP_PORT"; done)
+           location / { return 200 "hello from the upstream\n"; } } }
 NG
 cat >"$B/nginx.conf" <<NG
 worker_processes 1; daemon off; pid $PWD/$B/ng.pid; error_log $PWD/$B/ng-error.log;
@@ -155,6 +156,44 @@ base = med["limen"]
 for n, v in med.items():
     print(f"{n:14s} {v:6.2f} us CPU/request  ({(v / base - 1) * 100:+.1f}% vs no plugin)")
 print("target: key-auth under +5%")
+PY
+
+echo
+echo "== balancing: CPU per request of each algorithm with 2 and 100 targets, against round-robin =="
+balancer_config() { # algorithm ntargets
+  printf '_format_version: "3.0"\nupstreams:\n- name: pool\n  algorithm: %s\n' "$1"
+  [ "$1" = consistent-hashing ] && printf '  hash_on: header\n  hash_on_header: x-user\n'
+  printf '  targets:\n'
+  for i in $(seq 1 "$2"); do printf '  - target: 127.0.1.%d:%s\n' "$i" "$UP_PORT"; done
+  printf 'services:\n- name: up\n  host: pool\n  routes: [{name: all, paths: ["/"]}]\n'
+}
+: >"$B/results.txt"
+port=19090
+for n in 2 100; do
+  for alg in round-robin least-connections consistent-hashing latency; do
+    balancer_config "$alg" "$n" >"$B/bal-$alg-$n.yaml"
+    bin/limen-dataplane --config "$B/bal-$alg-$n.yaml" --workers 1 --proxy-listen "127.0.0.1:$port" \
+      --admin-listen off --status-listen off --state-dir "$B/state-bal" --log-level warn \
+      >"$B/bal-$alg-$n.log" 2>&1 &
+    bpid=$!
+    sleep 0.5
+    curl -sf -H 'x-user: u1' "http://127.0.0.1:$port/" >/dev/null || { echo "$alg/$n does not answer"; cat "$B/bal-$alg-$n.log"; }
+    wrk -t1 -c"$CONNS" -d1s -H 'x-user: u1' "http://127.0.0.1:$port/" >/dev/null
+    run "$alg.$n" "$port" "$bpid" 1 -H 'x-user: u1'
+    kill "$bpid"; wait "$bpid" 2>/dev/null || true
+    port=$((port + 1))
+  done
+done
+python3 - "$B/results.txt" <<'PY'
+import sys
+rows = {l.split()[0]: float(l.split()[3]) for l in open(sys.argv[1])}
+for n in ("2", "100"):
+    base = rows.get(f"round-robin.{n}")
+    for alg in ("round-robin", "least-connections", "consistent-hashing", "latency"):
+        v = rows.get(f"{alg}.{n}")
+        if v and base:
+            print(f"{alg:20s} {n:>3s} targets {v:6.2f} us CPU/request ({(v / base - 1) * 100:+.1f}% vs round-robin)")
+print("target: every algorithm within +3% of round-robin")
 PY
 
 echo
