@@ -22,8 +22,8 @@ void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n)
     r->num_hdrs = n;
 }
 
-static void lm__hdr_append(lm_arena_t *a, lm_http_header_t **arr, size_t *n, size_t *cap, lm_str_t name,
-                           lm_str_t value)
+static void lm__hdr_append_as(lm_arena_t *a, lm_http_header_t **arr, size_t *n, size_t *cap, lm_str_t name,
+                              lm_str_t value, bool copy)
 {
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 8;
@@ -34,10 +34,16 @@ static void lm__hdr_append(lm_arena_t *a, lm_http_header_t **arr, size_t *n, siz
         *cap = ncap;
     }
     lm_http_header_t *h = &(*arr)[(*n)++];
-    h->name = lm_arena_strdup_str(a, name);
-    h->value = lm_arena_strdup_str(a, value);
+    h->name = copy ? lm_arena_strdup_str(a, name) : name;
+    h->value = copy ? lm_arena_strdup_str(a, value) : value;
     h->id = LM_HDR_OTHER;
     h->flags = 0;
+}
+
+static void lm__hdr_append(lm_arena_t *a, lm_http_header_t **arr, size_t *n, size_t *cap, lm_str_t name,
+                           lm_str_t value)
+{
+    lm__hdr_append_as(a, arr, n, cap, name, value, true);
 }
 
 static void lm__hdr_remove(lm_http_header_t *arr, size_t n, lm_str_t name)
@@ -358,13 +364,11 @@ const lm_consumer_t *lm_ctx_find_consumer(lm_ctx_t *ctx, const char *id_or_usern
     return lm_map_get(&lm__rt(R(ctx))->consumers, lm_str(id_or_username));
 }
 
-static void lm__set_or_clear(lm_ctx_t *ctx, const char *name, const char *value)
-{
-    if (value)
-        lm_ctx_set_header(ctx, lm_str(name), lm_str(value));
-    else
-        lm_ctx_remove_header(ctx, lm_str(name));
-}
+/* the headers Kong's set_consumer manages, removed in one pass over the list */
+static const lm_str_t lm__consumer_hdrs[] = {
+    LM_STR("X-Consumer-ID"), LM_STR("X-Consumer-Custom-ID"), LM_STR("X-Consumer-Username"),
+    LM_STR("X-Credential-Identifier"), LM_STR("X-Anonymous-Consumer"),
+};
 
 void lm_ctx_set_consumer(lm_ctx_t *ctx, const lm_consumer_t *c, const char *credential_id, bool anonymous)
 {
@@ -372,11 +376,21 @@ void lm_ctx_set_consumer(lm_ctx_t *ctx, const lm_consumer_t *c, const char *cred
     r->consumer = c;
     r->credential_id = anonymous ? NULL : credential_id;
     r->anonymous = anonymous;
-    lm__set_or_clear(ctx, "X-Consumer-ID", c ? c->id : NULL);
-    lm__set_or_clear(ctx, "X-Consumer-Custom-ID", c ? c->custom_id : NULL);
-    lm__set_or_clear(ctx, "X-Consumer-Username", c ? c->username : NULL);
-    lm__set_or_clear(ctx, "X-Credential-Identifier", r->credential_id);
-    lm__set_or_clear(ctx, "X-Anonymous-Consumer", anonymous ? "true" : NULL);
+    for (size_t i = 0; i < r->num_hdrs; i++) {
+        lm_http_header_t *h = &r->hdrs[i];
+        if (h->flags & LM_HDR_F_DELETED || h->name.len < 13 || (h->name.ptr[0] | 0x20) != 'x')
+            continue;
+        for (size_t k = 0; k < LM_ARRAY_SIZE(lm__consumer_hdrs); k++)
+            if (lm_str_ieq(h->name, lm__consumer_hdrs[k]))
+                h->flags |= LM_HDR_F_DELETED;
+    }
+    /* names are literals and values live in the snapshot (or the request): no copies */
+    const char *vals[] = { c ? c->id : NULL, c ? c->custom_id : NULL, c ? c->username : NULL, r->credential_id,
+                           anonymous ? "true" : NULL };
+    for (size_t k = 0; k < LM_ARRAY_SIZE(lm__consumer_hdrs); k++)
+        if (vals[k])
+            lm__hdr_append_as(r->arena, &r->hdrs, &r->num_hdrs, &r->hdrs_cap, lm__consumer_hdrs[k], lm_str(vals[k]),
+                              false);
 }
 
 /* ---- responses ---------------------------------------------------------------------- */

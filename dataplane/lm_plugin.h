@@ -157,7 +157,8 @@ const lm_consumer_t *lm_ctx_find_consumer(lm_ctx_t *ctx, const char *id_or_usern
 /*
  * Marks the request authenticated (Kong's set_consumer): sets X-Consumer-ID,
  * X-Consumer-Username, X-Consumer-Custom-ID (each removed when the consumer
- * has no such field), X-Credential-Identifier (credential_id, or removed) and
+ * has no such field), X-Credential-Identifier (credential_id, or removed; it must
+ * live until the request ends: snapshot or request memory) and
  * removes X-Anonymous-Consumer; with anonymous = true sets
  * X-Anonymous-Consumer: true and no credential.
  */
