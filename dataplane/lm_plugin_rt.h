@@ -61,6 +61,11 @@ void lm_plugin_rt_chain(lm_plugin_rt_t *rt, lm_arena_t *arena, const lm_route_t 
 const lm_plugin_inst_t *lm_plugin_rt_resolve(const lm_plugin_rt_t *rt, uint32_t type, const lm_route_t *route,
                                              const lm_service_t *service, const lm_consumer_t *consumer);
 
+/* Schema + configure of one plugin from a JSON config text, outside any
+ * document (in-process tests): the compiled config (arena memory), or NULL
+ * with *errs_out (malloc'd, caller frees) describing every error. */
+void *lm_plugin_configure_json(const lm_plugin_ops_t *ops, lm_arena_t *arena, const char *json, char **errs_out);
+
 /* Validates every plugin configuration of cfg (what --check and the
  * controller use): LM_OK or LM_ERROR with errors reported. */
 int lm_plugins_validate(const lm_config_t *cfg, lm_config_errors_t *errs);

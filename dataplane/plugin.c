@@ -335,3 +335,26 @@ int lm_plugins_validate(const lm_config_t *cfg, lm_config_errors_t *errs)
     lm_arena_destroy(a);
     return rc;
 }
+
+void *lm_plugin_configure_json(const lm_plugin_ops_t *ops, lm_arena_t *arena, const char *json, char **errs_out)
+{
+    lm_config_errors_t errs;
+    lm_config_errors_init(&errs);
+    lm_plugin_cfg_ctx_t cc = { .arena = arena };
+    cc.sc = (lm_schema_ctx_t){ .errs = &errs, .path = "plugins[0].config", .entity_type = "plugin",
+                               .entity_name = ops->name, .field = "config" };
+    static const lm_schema_field_t none[] = { { 0 } };
+    cJSON *in = cJSON_Parse(json);
+    cJSON *norm = lm_schema_apply(&cc.sc, ops->schema ? ops->schema : none, in);
+    cJSON_Delete(in);
+    void *out = NULL;
+    if (norm) {
+        lm_arena_on_free(arena, lm__cjson_free, norm);
+        if (ops->configure && ops->configure(&cc, norm, &out) != LM_OK)
+            out = NULL;
+    }
+    if (errs_out)
+        *errs_out = lm_config_errors_format(&errs);
+    lm_config_errors_free(&errs);
+    return out;
+}

@@ -2,6 +2,7 @@
  * config compilation (includes the plugin's source). */
 #include "cors.c"
 
+#include "lm_plugin_rt.h"
 #include "lm_test.h"
 
 #include <stdlib.h>
@@ -34,24 +35,7 @@ LM_TEST(test_normalize)
 
 static lm__cors_conf_t *lm__conf(lm_arena_t *a, const char *json, char **errs_out)
 {
-    lm_config_errors_t errs;
-    lm_config_errors_init(&errs);
-    lm_plugin_cfg_ctx_t cc = { .arena = a };
-    cc.sc = (lm_schema_ctx_t){ .errs = &errs, .path = "plugins[0].config", .entity_type = "plugin",
-                               .entity_name = "cors", .field = "config" };
-    cJSON *in = cJSON_Parse(json);
-    cJSON *norm = lm_schema_apply(&cc.sc, lm_plugin_cors.schema, in);
-    cJSON_Delete(in);
-    void *out = NULL;
-    if (norm) {
-        lm_arena_on_free(a, (void (*)(void *))cJSON_Delete, norm);
-        if (lm_plugin_cors.configure(&cc, norm, &out) != LM_OK)
-            out = NULL;
-    }
-    if (errs_out)
-        *errs_out = lm_config_errors_format(&errs);
-    lm_config_errors_free(&errs);
-    return out;
+    return lm_plugin_configure_json(&lm_plugin_cors, a, json, errs_out);
 }
 
 LM_TEST(test_config)

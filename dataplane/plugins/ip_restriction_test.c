@@ -2,6 +2,7 @@
  * address lists (includes the plugin's source to reach its internals). */
 #include "ip_restriction.c"
 
+#include "lm_plugin_rt.h"
 #include "lm_test.h"
 
 #include <stdlib.h>
@@ -9,24 +10,7 @@
 /* runs the schema and configure on a JSON config; NULL with *errs_out (caller frees) on error */
 static lm__iprestr_conf_t *lm__conf(lm_arena_t *a, const char *json, char **errs_out)
 {
-    lm_config_errors_t errs;
-    lm_config_errors_init(&errs);
-    lm_plugin_cfg_ctx_t cc = { .arena = a };
-    cc.sc = (lm_schema_ctx_t){ .errs = &errs, .path = "plugins[0].config", .entity_type = "plugin",
-                               .entity_name = "ip-restriction", .field = "config" };
-    cJSON *in = cJSON_Parse(json);
-    cJSON *norm = lm_schema_apply(&cc.sc, lm_plugin_ip_restriction.schema, in);
-    cJSON_Delete(in);
-    void *out = NULL;
-    if (norm) {
-        lm_arena_on_free(a, (void (*)(void *))cJSON_Delete, norm);
-        if (lm_plugin_ip_restriction.configure(&cc, norm, &out) != LM_OK)
-            out = NULL;
-    }
-    if (errs_out)
-        *errs_out = lm_config_errors_format(&errs);
-    lm_config_errors_free(&errs);
-    return out;
+    return lm_plugin_configure_json(&lm_plugin_ip_restriction, a, json, errs_out);
 }
 
 static lm__addr_t lm__addr(const char *ip)
