@@ -24,6 +24,7 @@
  */
 #define OPENSSL_API_COMPAT 10101 /* SHA256_Init & co: hashing on the stack, no allocation per request */
 #include "auth_common.h"
+#include "lm_jwt.h"
 #include "lm_map.h"
 
 #include <stdlib.h>
@@ -113,48 +114,6 @@ static int lm__basic_configure(lm_plugin_cfg_ctx_t *cc, const cJSON *conf, void 
 
 /* ---- request ------------------------------------------------------------- */
 
-static int lm__b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* nginx's base64 decoding: stops at the first '=', any other byte outside the
- * alphabet is an error, a length of 4n+1 is an error. out has in.len bytes. */
-static bool lm__b64decode(lm_str_t in, char *out, size_t *out_len)
-{
-    size_t len = 0;
-    while (len < in.len && in.ptr[len] != '=') {
-        if (lm__b64val((unsigned char)in.ptr[len]) < 0)
-            return false;
-        len++;
-    }
-    if (len % 4 == 1)
-        return false;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = (acc << 6) | (uint32_t)lm__b64val((unsigned char)in.ptr[i]);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    *out_len = o;
-    return true;
-}
-
 static bool lm__is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
@@ -177,9 +136,13 @@ static bool lm__parse_basic(lm_ctx_t *ctx, lm_str_t v, lm_str_t *user, lm_str_t 
     if (i >= v.len)
         return false;
     lm_str_t b64 = { v.ptr + i, v.len - i };
-    char *dec = lm_ctx_alloc(ctx, b64.len + 1);
+    /* nginx's decoding: what follows the first '=' is ignored */
+    const char *eq = memchr(b64.ptr, '=', b64.len);
+    if (eq)
+        b64.len = (size_t)(eq - b64.ptr);
+    char *dec = lm_ctx_alloc(ctx, lm_jwt_b64_max(b64.len));
     size_t n;
-    if (!lm__b64decode(b64, dec, &n))
+    if (!lm_jwt_b64_decode(b64, false, (unsigned char *)dec, &n))
         return false;
     /* ([^:]+):(.*) unanchored: skip leading ':', the user runs to the next ':' */
     size_t s = 0;

@@ -117,7 +117,8 @@ const char *lm_jwt_check_claim(const lm_jwt_value_t *v, lm_jwt_claim_t which, do
 bool lm_jwt_check_max_exp(const lm_jwt_t *t, double max, double now);
 
 /*
- * Base64 decoding: url = true accepts both alphabets (Kong's JWT decoding),
+ * Base64 decoding, shared by jwt, hmac-auth and basic-auth: url = true accepts
+ * both alphabets (Kong's JWT decoding),
  * false only the standard one (ngx.decode_base64). out must hold
  * lm_jwt_b64_max(in.len) bytes. false on a malformed input.
  */
