@@ -6,6 +6,7 @@
 #include "config_internal.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -553,12 +554,64 @@ static EVP_PKEY *lm__pem_key(lm__b_t *b, const char *pem, const char **err)
     return k;
 }
 
+/*
+ * Pairs already found valid, by SHA-256 of cert and key: parsing a private key
+ * costs about a millisecond with OpenSSL 3, and a controller revalidates the
+ * same certificates on every change. A direct-mapped table (a collision
+ * replaces the older entry); only successes are kept, errors are re-derived
+ * with their messages. Shared by every thread that builds a configuration.
+ */
+#define LM__PAIR_CACHE 4096
+static struct {
+    unsigned char digest[32];
+    int type; /* 0: empty */
+} lm__pair_cache[LM__PAIR_CACHE];
+static pthread_mutex_t lm__pair_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void lm__pair_digest(const char *cert, const char *key, unsigned char out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(ctx, cert, strlen(cert) + 1) != 1 || EVP_DigestUpdate(ctx, key, strlen(key)) != 1 ||
+        EVP_DigestFinal_ex(ctx, out, &n) != 1)
+        memset(out, 0, 32);
+    EVP_MD_CTX_free(ctx);
+}
+
+static int lm__pair_cached(const unsigned char d[32])
+{
+    uint32_t i;
+    memcpy(&i, d, sizeof(i));
+    pthread_mutex_lock(&lm__pair_lock);
+    int type = memcmp(lm__pair_cache[i % LM__PAIR_CACHE].digest, d, 32) == 0 ? lm__pair_cache[i % LM__PAIR_CACHE].type : 0;
+    pthread_mutex_unlock(&lm__pair_lock);
+    return type;
+}
+
+static void lm__pair_remember(const unsigned char d[32], int type)
+{
+    uint32_t i;
+    memcpy(&i, d, sizeof(i));
+    pthread_mutex_lock(&lm__pair_lock);
+    memcpy(lm__pair_cache[i % LM__PAIR_CACHE].digest, d, 32);
+    lm__pair_cache[i % LM__PAIR_CACHE].type = type;
+    pthread_mutex_unlock(&lm__pair_lock);
+}
+
 /* cert + key pair: parse both, check they match; returns the certificate's key type */
 static int lm__cert_pair(lm__b_t *b, const lm__ent_t *e, const char *cert_f, const char *cert,
                          const char *key_f, const char *key, const char *mismatch)
 {
     const char *err = NULL;
     int type = 0;
+    unsigned char digest[32];
+    if (cert && key) {
+        lm__pair_digest(cert, key, digest);
+        if ((type = lm__pair_cached(digest)) != 0)
+            return type;
+    }
+    size_t errs_before = b->errs->count;
     X509 *x = cert ? lm__pem_cert(b, cert, &err) : NULL;
     if (cert && x == NULL)
         lm__ferr(b, e, cert_f, "invalid certificate: %s", err);
@@ -576,6 +629,8 @@ static int lm__cert_pair(lm__b_t *b, const lm__ent_t *e, const char *cert_f, con
     }
     X509_free(x);
     EVP_PKEY_free(k);
+    if (cert && key && type != 0 && b->errs->count == errs_before)
+        lm__pair_remember(digest, type);
     return type;
 }
 

@@ -40,6 +40,8 @@ typedef struct {
 #define LM_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define LM_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define LM_UNUSED(x) (void)(x)
+/* the struct of type T whose member `field` is at p */
+#define lm_container_of(p, T, field) ((T *)(void *)((char *)(p) - offsetof(T, field)))
 #define LM_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

@@ -3,7 +3,7 @@
 # those that are missing (idempotent). Run as root (or with sudo available).
 set -euo pipefail
 
-BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev"
+BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev libcurl4-openssl-dev"
 TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps"
 BENCH_PKGS="wrk nginx-light haproxy"
 

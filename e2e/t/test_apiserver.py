@@ -1,6 +1,7 @@
 """The e2e API server is a real kube-apiserver: objects the controller reads, lists, watches,
 CRDs with schema validation, RBAC, ServiceAccount tokens."""
 import json
+import pathlib
 import threading
 import time
 
@@ -61,29 +62,8 @@ spec:
   defaultBackend: {{service: {{name: echo, port: {{name: http}}}}}}
 """
 
-CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: plugins.limen.dev}
-spec:
-  group: limen.dev
-  scope: Namespaced
-  names: {plural: plugins, singular: plugin, kind: Plugin, listKind: PluginList}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            required: [plugin]
-            properties:
-              plugin: {type: string}
-              config: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"""
+# the product's own CRD (crds/), installed the way the e2e stack installs it
+CRD = (pathlib.Path(__file__).resolve().parents[2] / "crds" / "limen.dev_plugins.yaml").read_text()
 
 READER_RBAC = """
 apiVersion: rbac.authorization.k8s.io/v1
@@ -220,20 +200,21 @@ def test_crd_and_custom_resource(objects):
             break
         time.sleep(0.2)
     objects.apply(f"""
-apiVersion: limen.dev/v1alpha1
+apiVersion: limen.dev/v1
 kind: Plugin
 metadata: {{name: rate-limit, namespace: {NS}}}
 spec:
   plugin: rate-limiting
   config: {{minute: 5, policy: local}}
 """)
-    status, body = objects.request("GET", f"/apis/limen.dev/v1alpha1/namespaces/{NS}/plugins")
+    status, body = objects.request("GET", f"/apis/limen.dev/v1/namespaces/{NS}/plugins")
     assert status == 200, body
     [item] = body["items"]
-    assert item["spec"] == {"plugin": "rate-limiting", "config": {"minute": 5, "policy": "local"}}
+    assert item["spec"]["plugin"] == "rate-limiting"
+    assert item["spec"]["config"] == {"minute": 5, "policy": "local"}
     # the structural schema is enforced by the server
-    status, body = objects.request("POST", f"/apis/limen.dev/v1alpha1/namespaces/{NS}/plugins",
-                                   {"apiVersion": "limen.dev/v1alpha1", "kind": "Plugin",
+    status, body = objects.request("POST", f"/apis/limen.dev/v1/namespaces/{NS}/plugins",
+                                   {"apiVersion": "limen.dev/v1", "kind": "Plugin",
                                     "metadata": {"name": "bad"}, "spec": {"plugin": 42}})
     assert status == 422, body
     assert "spec.plugin" in body["message"], body
