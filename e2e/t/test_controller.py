@@ -349,3 +349,39 @@ spec: {{plugin: request-termination, config: {{status_code: {code}}}}}
     assert not [r for r in routes if "glob2.example.com" in (r.get("hosts") or [])]
     stack.api.kubectl("delete", "clusterplugin", "everyone-out")
     wait_until(routed(stack, "glob2.example.com", "/", "glob"), timeout=15, what="released after the fix")
+
+
+def test_publish_service_addresses_follow_its_load_balancer(stack, apiserver):
+    """--publish-service: Ingress status carries that Service's load-balancer addresses and follows them.
+    A controller for another class (its own controller name) so the main one leaves these alone."""
+    apiserver.apply("""
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: other}
+spec: {controller: limen.dev/other}
+""")
+    apiserver.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: limen-proxy, namespace: {NS}}}
+spec:
+  type: LoadBalancer
+  ports: [{{name: http, port: 80, targetPort: 8000}}]
+""")
+    lb = '{{"status":{{"loadBalancer":{{"ingress":[{{"{k}":"{v}"}}]}}}}}}'
+    apiserver.kubectl("patch", "service", "limen-proxy", "-n", NS, "--subresource=status", "--type=merge",
+                      "-p", lb.format(k="ip", v="198.51.100.9"))
+    backend(stack, "pub")
+    stack.api.apply(ingress("pub", [rule("pub.example.com", [("/", "Prefix", "pub", 80)])], cls="other"))
+    ctl = stack.controller("--ingress-class", "other", "--controller-name", "limen.dev/other",
+                           "--publish-service", f"{NS}/limen-proxy", "--election", "false", name="pub")
+
+    def addr():
+        ing = apiserver.get_json("ingress", "pub", "-n", NS)
+        return ing.get("status", {}).get("loadBalancer", {}).get("ingress")
+    wait_until(lambda: addr() == [{"ip": "198.51.100.9"}], timeout=15, what="status from the Service")
+    apiserver.kubectl("patch", "service", "limen-proxy", "-n", NS, "--subresource=status", "--type=merge",
+                      "-p", lb.format(k="hostname", v="lb.example.com"))
+    wait_until(lambda: addr() == [{"hostname": "lb.example.com"}], timeout=15, what="status follows the Service")
+    ctl.stop()
+    stack.controllers.remove(ctl)
