@@ -18,6 +18,7 @@
 #include <pcre2.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -968,6 +969,32 @@ static void lm__build_top_route(lm__b_t *b, const cJSON *item, const char *path,
             memcpy(cfg->field, b.vec.v, b.vec.n * sizeof(T *));                      \
     } while (0)
 
+/* md5 hex of the canonical text */
+typedef struct {
+    char *canon;
+    size_t len;
+    char *hash; /* 33 bytes */
+    pthread_t thread;
+} lm__digest_t;
+
+#define LM__DIGEST_THREAD_MIN (1u << 20)
+
+static void *lm__digest_main(void *arg)
+{
+    lm__digest_t *dg = arg;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(dg->canon, dg->len, md, &mdlen, EVP_md5(), NULL) == 1) {
+        static const char hex[] = "0123456789abcdef";
+        for (unsigned int i = 0; i < mdlen && i < 16; i++) {
+            dg->hash[2 * i] = hex[md[i] >> 4];
+            dg->hash[2 * i + 1] = hex[md[i] & 15];
+        }
+        dg->hash[2 * (mdlen < 16 ? mdlen : 16)] = '\0';
+    }
+    return NULL;
+}
+
 lm_config_t *lm_config_build(cJSON *doc, lm_config_errors_t *errs)
 {
     lm_arena_t *arena = lm_arena_create(64 * 1024);
@@ -977,15 +1004,17 @@ lm_config_t *lm_config_build(cJSON *doc, lm_config_errors_t *errs)
     size_t errs_before = errs->count;
 
     /* the hash covers the document as given (after ${VAR}), before any
-     * default is added to the tree */
-    char *canon = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (canon && EVP_Digest(canon, strlen(canon), md, &mdlen, EVP_md5(), NULL) == 1) {
-        for (unsigned int i = 0; i < mdlen && i < 16; i++)
-            snprintf(cfg->hash + 2 * i, 3, "%02x", md[i]);
+     * default is added to the tree: md5 of cJSON_PrintUnformatted's text;
+     * a large one is hashed on another thread while the build goes on */
+    lm__digest_t dg = { .canon = doc ? lm__print_canonical(doc) : NULL, .hash = cfg->hash };
+    bool dg_thread = false;
+    if (dg.canon) {
+        dg.len = strlen(dg.canon);
+        dg_thread = dg.len >= LM__DIGEST_THREAD_MIN && pthread_create(&dg.thread, NULL, lm__digest_main, &dg) == 0;
+        if (!dg_thread)
+            lm__digest_main(&dg);
     }
-    cfg->canonical_json = canon;
+    cfg->canonical_json = dg.canon;
 
     lm__b_t b;
     memset(&b, 0, sizeof(b));
@@ -1065,6 +1094,8 @@ lm_config_t *lm_config_build(cJSON *doc, lm_config_errors_t *errs)
     LM__FINISH(certificates, certificates, lm_certificate_t);
     LM__FINISH(ca_certificates, ca_certificates, lm_ca_certificate_t);
 out:
+    if (dg_thread)
+        pthread_join(dg.thread, NULL);
     lm_arena_destroy(b.tmp);
     if (errs->count > errs_before) {
         lm_config_free(cfg);

@@ -5,8 +5,6 @@
  */
 #include "config_internal.h"
 
-#include <openssl/evp.h>
-
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -31,30 +29,37 @@ static uint64_t lm__hash(const char *s)
     return h;
 }
 
-void *lm__map_get(const lm__map_t *m, const char *key)
+static void *lm__map_find(const lm__map_t *m, const char *key, uint64_t h)
 {
-    if (m->cap == 0 || key == NULL)
-        return NULL;
-    for (size_t i = lm__hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         if (m->slots[i].key == NULL)
             return NULL;
-        if (strcmp(m->slots[i].key, key) == 0)
+        if (m->slots[i].hash == h && strcmp(m->slots[i].key, key) == 0)
             return m->slots[i].val;
     }
 }
 
-static void lm__map_insert(lm__slot_t *slots, size_t cap, const char *key, void *val)
+void *lm__map_get(const lm__map_t *m, const char *key)
 {
-    size_t i = lm__hash(key) & (cap - 1);
+    if (m->cap == 0 || key == NULL)
+        return NULL;
+    return lm__map_find(m, key, lm__hash(key));
+}
+
+static void lm__map_insert(lm__slot_t *slots, size_t cap, const char *key, void *val, uint64_t h)
+{
+    size_t i = h & (cap - 1);
     while (slots[i].key != NULL)
         i = (i + 1) & (cap - 1);
     slots[i].key = key;
     slots[i].val = val;
+    slots[i].hash = h;
 }
 
 void *lm__map_put(lm__b_t *b, lm__map_t *m, const char *key, void *val)
 {
-    void *old = lm__map_get(m, key);
+    uint64_t h = lm__hash(key);
+    void *old = m->cap ? lm__map_find(m, key, h) : NULL;
     if (old != NULL)
         return old;
     if ((m->n + 1) * 2 > m->cap) {
@@ -62,11 +67,11 @@ void *lm__map_put(lm__b_t *b, lm__map_t *m, const char *key, void *val)
         lm__slot_t *slots = lm_arena_calloc(b->tmp, cap * sizeof(*slots));
         for (size_t i = 0; i < m->cap; i++)
             if (m->slots[i].key)
-                lm__map_insert(slots, cap, m->slots[i].key, m->slots[i].val);
+                lm__map_insert(slots, cap, m->slots[i].key, m->slots[i].val, m->slots[i].hash);
         m->slots = slots;
         m->cap = cap;
     }
-    lm__map_insert(m->slots, m->cap, lm_arena_strdup(b->tmp, key), val);
+    lm__map_insert(m->slots, m->cap, lm_arena_strdup(b->tmp, key), val, h);
     m->n++;
     return NULL;
 }
@@ -279,7 +284,8 @@ char **lm__get_str_array(lm__b_t *b, const lm__ent_t *e, const char *key, size_t
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
         char field[128];
-        snprintf(field, sizeof(field), "%s[%zu]", key, i);
+        if (!cJSON_IsString(it) || it->valuestring[0] == '\0')
+            snprintf(field, sizeof(field), "%s[%zu]", key, i);
         if (!cJSON_IsString(it)) {
             lm__ferr(b, e, field, "expected a string");
         } else if (it->valuestring[0] == '\0') {
@@ -311,21 +317,86 @@ void lm__get_tags(lm__b_t *b, const lm__ent_t *e, char ***tags, size_t *n)
     }
 }
 
-static EVP_MD *lm__md5;
-static pthread_once_t lm__md5_once = PTHREAD_ONCE_INIT;
+/* MD5 (RFC 1321) of a short seed: an EVP digest costs several times more than
+ * the one or two blocks a seed takes, and every entity without an id asks */
+static const uint32_t lm__md5_k[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+};
+static const unsigned char lm__md5_r[64] = {
+    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
+    14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21,
+    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21
+};
 
-static void lm__md5_fetch(void)
+static void lm__md5_block(uint32_t h[4], const unsigned char *p)
 {
-    lm__md5 = EVP_MD_fetch(NULL, "MD5", NULL); /* once: an implicit fetch per digest costs more than the digest */
+    uint32_t w[16];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
+               (uint32_t)p[4 * i + 3] << 24;
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
+    for (int i = 0; i < 64; i++) {
+        uint32_t f;
+        int g;
+        if (i < 16) {
+            f = (b & c) | (~b & d);
+            g = i;
+        } else if (i < 32) {
+            f = (d & b) | (~d & c);
+            g = (5 * i + 1) & 15;
+        } else if (i < 48) {
+            f = b ^ c ^ d;
+            g = (3 * i + 5) & 15;
+        } else {
+            f = c ^ (b | ~d);
+            g = (7 * i) & 15;
+        }
+        uint32_t x = a + f + lm__md5_k[i] + w[g];
+        a = d;
+        d = c;
+        c = b;
+        b = b + ((x << lm__md5_r[i]) | (x >> (32 - lm__md5_r[i])));
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
 }
 
-void lm_config_uuid(const char *seed, char out[37])
+static void lm__md5(const char *data, size_t len, unsigned char out[16])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    memset(md, 0, sizeof(md));
-    pthread_once(&lm__md5_once, lm__md5_fetch);
-    EVP_Digest(seed, strlen(seed), md, &n, lm__md5 ? lm__md5 : EVP_md5(), NULL);
+    uint32_t h[4] = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476 };
+    const unsigned char *p = (const unsigned char *)data;
+    size_t n = len;
+    for (; n >= 64; p += 64, n -= 64)
+        lm__md5_block(h, p);
+    unsigned char tail[128];
+    memset(tail, 0, sizeof(tail));
+    memcpy(tail, p, n);
+    tail[n] = 0x80;
+    size_t tl = n + 1 + 8 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        tail[tl - 8 + (size_t)i] = (unsigned char)(bits >> (8 * i));
+    lm__md5_block(h, tail);
+    if (tl == 128)
+        lm__md5_block(h, tail + 64);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            out[4 * i + j] = (unsigned char)(h[i] >> (8 * j));
+}
+
+static void lm__uuid_len(const char *seed, size_t len, char out[37])
+{
+    unsigned char md[16];
+    lm__md5(seed, len, md);
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x30); /* version 3: name-based (MD5) */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     static const char hex[] = "0123456789abcdef";
@@ -339,6 +410,27 @@ void lm_config_uuid(const char *seed, char out[37])
     out[o] = '\0';
 }
 
+void lm_config_uuid(const char *seed, char out[37])
+{
+    lm__uuid_len(seed, strlen(seed), out);
+}
+
+/* the uuid of a+b+c (a seed made of three pieces, without formatting it in the arena) */
+static void lm__uuid3(const char *a, const char *b, const char *c, char out[37])
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char buf[256];
+    char *seed = la + lb + lc < sizeof(buf) ? buf : malloc(la + lb + lc + 1);
+    if (seed == NULL)
+        abort();
+    memcpy(seed, a, la);
+    memcpy(seed + la, b, lb);
+    memcpy(seed + la + lb, c, lc);
+    lm__uuid_len(seed, la + lb + lc, out);
+    if (seed != buf)
+        free(seed);
+}
+
 char *lm__get_id(lm__b_t *b, const lm__ent_t *e)
 {
     if (lm__fget(e->obj, "id") == NULL && cJSON_IsObject(e->obj)) {
@@ -348,16 +440,16 @@ char *lm__get_id(lm__b_t *b, const lm__ent_t *e)
          * tree gets it as well, so whoever reads cfg->doc sees the model's id */
         static const char *const named[] = { "service", "route", "consumer", "upstream", NULL };
         char id[37];
-        const char *seed = e->name && lm__in(e->type, named)
-                               ? lm_arena_sprintf(b->tmp, "%s:name:%s", e->type, e->name)
-                               : NULL;
-        if (seed) {
-            lm_config_uuid(seed, id);
+        bool named_seed = e->name && lm__in(e->type, named);
+        if (named_seed) { /* "TYPE:name:NAME" */
+            char type[32];
+            snprintf(type, sizeof(type), "%s:name:", e->type);
+            lm__uuid3(type, e->name, "", id);
             if (lm__map_get(&b->gen_ids, id))
-                seed = NULL; /* a duplicate name (reported elsewhere): keep ids apart */
+                named_seed = false; /* a duplicate name (reported elsewhere): keep ids apart */
         }
-        if (!seed)
-            lm_config_uuid(lm_arena_sprintf(b->tmp, "%s@%s", e->type, e->path), id);
+        if (!named_seed) /* "TYPE@PATH" */
+            lm__uuid3(e->type, "@", e->path, id);
         char *kept = lm_arena_strdup(b->a, id);
         lm__map_put(b, &b->gen_ids, kept, kept);
         cJSON_AddStringToObject((cJSON *)e->obj, "id", id);
@@ -451,11 +543,30 @@ void lm__each(lm__b_t *b, const lm__ent_t *parent, const cJSON *obj, const char 
             lm_config_errors_add(b->errs, key, NULL, NULL, NULL, "expected an array");
         return;
     }
-    size_t i = 0;
+    size_t i = 0, bl = strlen(base), kl = strlen(key);
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
-        char *path = base[0] ? lm_arena_sprintf(b->tmp, "%s.%s[%zu]", base, key, i)
-                             : lm_arena_sprintf(b->tmp, "%s[%zu]", key, i);
+        /* "BASE.KEY[i]" or "KEY[i]" */
+        char num[24], *q = num + sizeof(num);
+        size_t x = i;
+        do {
+            *--q = (char)('0' + x % 10);
+            x /= 10;
+        } while (x);
+        size_t nl = (size_t)(num + sizeof(num) - q);
+        char *path = lm_arena_alloc(b->tmp, bl + 1 + kl + nl + 3), *o = path;
+        if (bl) {
+            memcpy(o, base, bl);
+            o += bl;
+            *o++ = '.';
+        }
+        memcpy(o, key, kl);
+        o += kl;
+        *o++ = '[';
+        memcpy(o, q, nl);
+        o += nl;
+        *o++ = ']';
+        *o = '\0';
         if (!cJSON_IsObject(it))
             lm_config_errors_add(b->errs, path, NULL, NULL, NULL, "expected a record");
         else
@@ -537,6 +648,169 @@ bool lm__has(char **list, size_t n, const char *s)
     return false;
 }
 
+
+/* ---- the canonical form --------------------------------------------------- */
+
+/*
+ * cJSON_PrintUnformatted's bytes, faster: strings are copied in runs instead of
+ * byte by byte with a strlen after every value, and the size is counted first
+ * so the text is allocated once (cJSON_malloc: cJSON_free releases it). The
+ * escapes are print_string_ptr's (\" \\ \b \f \n \r \t, \u00xx below 0x20,
+ * every other byte as is); numbers are printed by cJSON itself (its format
+ * differs between versions), remembered per value. Anything else (raw or
+ * invalid items): NULL, and the caller uses cJSON_PrintUnformatted.
+ */
+static const unsigned char lm__esc_extra[256] = {
+    5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
+typedef struct {
+    char *out;  /* NULL while counting */
+    size_t len;
+    struct {
+        uint64_t bits;
+        int valueint;
+        unsigned char n; /* 0 = empty */
+        char text[31];
+    } nums[64];
+} lm__canon_t;
+
+static void lm__canon_put(lm__canon_t *c, const char *s, size_t n)
+{
+    if (c->out)
+        memcpy(c->out + c->len, s, n);
+    c->len += n;
+}
+
+static void lm__canon_str(lm__canon_t *c, const char *str)
+{
+    const unsigned char *s = (const unsigned char *)(str ? str : "");
+    size_t extra = 0;
+    const unsigned char *p = s;
+    if (!c->out) {
+        for (; *p; p++)
+            extra += lm__esc_extra[*p];
+        c->len += (size_t)(p - s) + extra + 2;
+        return;
+    }
+    char *o = c->out + c->len;
+    *o++ = '"';
+    for (;;) {
+        const unsigned char *run = p;
+        while (*p && !lm__esc_extra[*p])
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (!*p)
+            break;
+        static const char hex[] = "0123456789abcdef";
+        *o++ = '\\';
+        switch (*p) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+        p++;
+    }
+    *o++ = '"';
+    c->len = (size_t)(o - c->out);
+}
+
+static bool lm__canon_num(lm__canon_t *c, const cJSON *item)
+{
+    uint64_t bits;
+    memcpy(&bits, &item->valuedouble, sizeof(bits));
+    size_t slot = (size_t)((bits ^ (bits >> 29) ^ (uint64_t)(unsigned)item->valueint) * 0x9E3779B97F4A7C15ull >> 58);
+    if (!(c->nums[slot].n && c->nums[slot].bits == bits && c->nums[slot].valueint == item->valueint)) {
+        char buf[64];
+        cJSON tmp = *item; /* alone: cJSON prints only the item, never its siblings */
+        tmp.next = tmp.prev = NULL;
+        if (!cJSON_PrintPreallocated(&tmp, buf, (int)sizeof(buf), 0))
+            return false;
+        size_t n = strlen(buf);
+        if (n == 0 || n >= sizeof(c->nums[slot].text))
+            return false;
+        c->nums[slot].bits = bits;
+        c->nums[slot].valueint = item->valueint;
+        c->nums[slot].n = (unsigned char)n;
+        memcpy(c->nums[slot].text, buf, n);
+    }
+    lm__canon_put(c, c->nums[slot].text, c->nums[slot].n);
+    return true;
+}
+
+static bool lm__canon_value(lm__canon_t *c, const cJSON *item, int depth)
+{
+    if (depth > 1000) /* cJSON's nesting limit for its own trees; deeper ones: let it decide */
+        return false;
+    switch (item->type & 0xFF) {
+    case cJSON_NULL:
+        lm__canon_put(c, "null", 4);
+        return true;
+    case cJSON_False:
+        lm__canon_put(c, "false", 5);
+        return true;
+    case cJSON_True:
+        lm__canon_put(c, "true", 4);
+        return true;
+    case cJSON_Number:
+        return lm__canon_num(c, item);
+    case cJSON_String:
+        lm__canon_str(c, item->valuestring);
+        return true;
+    case cJSON_Array:
+    case cJSON_Object: {
+        bool obj = (item->type & 0xFF) == cJSON_Object;
+        lm__canon_put(c, obj ? "{" : "[", 1);
+        for (const cJSON *it = item->child; it; it = it->next) {
+            if (obj) {
+                lm__canon_str(c, it->string);
+                lm__canon_put(c, ":", 1);
+            }
+            if (!lm__canon_value(c, it, depth + 1))
+                return false;
+            if (it->next)
+                lm__canon_put(c, ",", 1);
+        }
+        lm__canon_put(c, obj ? "}" : "]", 1);
+        return true;
+    }
+    default:
+        return false;
+    }
+}
+
+char *lm__print_canonical(const cJSON *doc)
+{
+    lm__canon_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    char *out = NULL;
+    if (lm__canon_value(c, doc, 0)) {
+        size_t len = c->len;
+        out = cJSON_malloc(len + 1);
+        if (out) {
+            c->out = out;
+            c->len = 0;
+            lm__canon_value(c, doc, 0);
+            out[len] = '\0';
+        }
+    }
+    free(c);
+    return out ? out : cJSON_PrintUnformatted(doc);
+}
 
 /* ---- redaction -------------------------------------------------------------- */
 

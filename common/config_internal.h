@@ -11,6 +11,7 @@
 typedef struct {
     const char *key;
     void *val;
+    uint64_t hash;
 } lm__slot_t;
 
 typedef struct {
@@ -107,6 +108,9 @@ char *lm__get_name(lm__b_t *b, const lm__ent_t *e, const char *key, bool require
 char **lm__get_protocols(lm__b_t *b, const lm__ent_t *e, size_t *n,
                                 const char *const *def, size_t ndef);
 bool lm__has(char **list, size_t n, const char *s);
+
+/* cJSON_PrintUnformatted(doc)'s text, faster (cJSON_free it); NULL on failure */
+char *lm__print_canonical(const cJSON *doc);
 
 /* validators (config_entities.c): NULL when valid, else Kong's message */
 const char *lm__check_hostname(lm__b_t *b, const char *host, bool allow_port, bool allow_wildcard,

@@ -568,6 +568,23 @@ static bool lm__json_dupkeys(const cJSON *node, lm__pbuf_t *path, lm_config_erro
     return true;
 }
 
+/* lm__json_dupkeys without the path: true when it would find nothing to report */
+static bool lm__json_dupkeys_ok(const cJSON *node, int depth)
+{
+    if (depth > LM__YAML_MAX_DEPTH)
+        return false;
+    bool obj = cJSON_IsObject(node);
+    for (const cJSON *c = node->child; c; c = c->next) {
+        if (obj)
+            for (const cJSON *d = node->child; d != c; d = d->next)
+                if (d->string[0] == c->string[0] && strcmp(d->string, c->string) == 0)
+                    return false;
+        if ((cJSON_IsObject(c) || cJSON_IsArray(c)) && !lm__json_dupkeys_ok(c, depth + 1))
+            return false;
+    }
+    return true;
+}
+
 static cJSON *lm__parse_json(const char *data, size_t len, lm_config_errors_t *errs)
 {
     const char *end = NULL;
@@ -591,6 +608,8 @@ static cJSON *lm__parse_json(const char *data, size_t len, lm_config_errors_t *e
         cJSON_Delete(root);
         return NULL;
     }
+    if (lm__json_dupkeys_ok(root, 1)) /* the common case, without building every path */
+        return root;
     lm__pbuf_t path = { 0 };
     bool ok = lm__json_dupkeys(root, &path, errs, 1);
     free(path.buf);

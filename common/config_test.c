@@ -5,6 +5,7 @@
  * message of every validation error. Fixtures: common/testdata/config/
  * (run from the repository root).
  */
+#include "config_internal.h"
 #include "lm_config.h"
 #include "lm_test.h"
 
@@ -859,6 +860,86 @@ LM_TEST(test_certificate_errors)
     lm_config_errors_free(&errs);
 }
 
+/* lm__print_canonical gives cJSON_PrintUnformatted's bytes (the hash the controller computes) */
+static uint64_t t_rng = 88172645463325252ull;
+static uint64_t t_rand(void)
+{
+    t_rng ^= t_rng << 13;
+    t_rng ^= t_rng >> 7;
+    t_rng ^= t_rng << 17;
+    return t_rng;
+}
+
+static cJSON *t_random_value(int depth)
+{
+    static const double nums[] = { 0, -0.0, 1, -1, 80, 100, 426, 65535, 2147483647, 2147483648.0, -2147483649.0,
+                                   0.1, 1.5, -3.25, 1e300, -1e-300, 123456789012345678.0, 3.141592653589793,
+                                   9007199254740993.0, 1e21, 5e-324 };
+    switch (depth > 4 ? t_rand() % 5 : t_rand() % 7) {
+    case 0: return cJSON_CreateNull();
+    case 1: return cJSON_CreateBool(t_rand() & 1);
+    case 2: return cJSON_CreateNumber(t_rand() & 1 ? nums[t_rand() % LM_ARRAY_SIZE(nums)]
+                                                    : (double)(int64_t)t_rand() / (double)(1 + t_rand() % 1000));
+    case 3:
+    case 4: {
+        char buf[64];
+        size_t n = t_rand() % sizeof(buf);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (char)(1 + t_rand() % 255); /* every byte but NUL: escapes, UTF-8 and invalid UTF-8 */
+        buf[n] = '\0';
+        return cJSON_CreateString(buf);
+    }
+    case 5: {
+        cJSON *a = cJSON_CreateArray();
+        for (size_t n = t_rand() % 5; n > 0; n--)
+            cJSON_AddItemToArray(a, t_random_value(depth + 1));
+        return a;
+    }
+    default: {
+        cJSON *o = cJSON_CreateObject();
+        for (size_t n = t_rand() % 5; n > 0; n--) {
+            char key[16];
+            snprintf(key, sizeof(key), "k%u\n\"%c", (unsigned)(t_rand() % 100), (char)(32 + t_rand() % 95));
+            cJSON_AddItemToObject(o, key, t_random_value(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+LM_TEST(test_canonical_print)
+{
+    for (int round = 0; round < 3000; round++) {
+        cJSON *doc = t_random_value(0);
+        char *want = cJSON_PrintUnformatted(doc), *got = lm__print_canonical(doc);
+        LM_CHECK(want != NULL && got != NULL);
+        if (want && got && strcmp(want, got) != 0) {
+            fprintf(stderr, "    round %d:\n    want %s\n    got  %s\n", round, want, got);
+            LM_CHECK(false);
+            round = 1 << 30;
+        }
+        cJSON_free(want);
+        cJSON_free(got);
+        cJSON_Delete(doc);
+    }
+    /* the hash of a built document is md5 of that text */
+    lm_config_errors_t errs;
+    lm_config_errors_init(&errs);
+    const char *doc = "{\"_format_version\":\"3.0\",\"_comment\":\"\\u0001\\n\\\"x\\\\\u00e9\","
+                      "\"services\":[{\"name\":\"s\",\"url\":\"http://a:1/p\",\"retries\":3,\"write_timeout\":1.5e3}]}";
+    /* cJSON's print: escapes as given, UTF-8 as is, 1.5e3 as 1500 */
+    const char *canon = "{\"_format_version\":\"3.0\",\"_comment\":\"\\u0001\\n\\\"x\\\\\u00e9\","
+                        "\"services\":[{\"name\":\"s\",\"url\":\"http://a:1/p\",\"retries\":3,\"write_timeout\":1500}]}";
+    lm_config_t *cfg = lm_config_load(doc, strlen(doc), NULL, &errs);
+    LM_CHECK(cfg != NULL);
+    if (cfg) {
+        LM_CHECK_STR(cfg->canonical_json, canon);
+        LM_CHECK_STR(cfg->hash, "894ab99d96f36e5a0cd80e81bf7e7c2f");
+        lm_config_free(cfg);
+    }
+    lm_config_errors_free(&errs);
+}
+
 int main(void)
 {
     LM_RUN(test_valid_v3);
@@ -872,5 +953,6 @@ int main(void)
     LM_RUN(test_entity_info_in_errors);
     LM_RUN(test_every_error_reported);
     LM_RUN(test_certificate_errors);
+    LM_RUN(test_canonical_print);
     return lm_test_summary("config");
 }

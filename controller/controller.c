@@ -61,13 +61,37 @@ static uint64_t lm__now_ms(lm_ctl_t *c)
 
 /* ---- validation: the data plane's own validator ----------------------------- */
 
+/* The text and hash of the last document the validator accepted: lm_config_build
+ * prints and hashes its input anyway (cfg->canonical_json, cfg->hash), and the
+ * document lm_translate returns is the one its last validation accepted (a copy
+ * of it, printed before any default is added: the same bytes), so lm__sync
+ * takes them instead of printing and hashing 8 MB again. Cleared by every
+ * validation; single-threaded like the rest of the controller. */
+static struct {
+    char *json;
+    char hash[33];
+} lm__accepted;
+
+static void lm__accepted_clear(void)
+{
+    cJSON_free(lm__accepted.json);
+    lm__accepted.json = NULL;
+}
+
 static int lm__validate(cJSON *doc, void *errs)
 {
     lm_config_errors_t *e = errs;
+    lm__accepted_clear();
+    size_t before = e->count;
     lm_config_t *cfg = lm_config_build(doc, e);
     if (!cfg)
         return LM_ERROR;
     int rc = lm_plugins_validate(cfg, e);
+    if (rc == LM_OK && e->count == before && cfg->canonical_json) {
+        lm__accepted.json = cfg->canonical_json;
+        cfg->canonical_json = NULL;
+        memcpy(lm__accepted.hash, cfg->hash, sizeof(lm__accepted.hash));
+    }
     lm_config_free(cfg);
     return rc == LM_OK ? LM_OK : LM_ERROR;
 }
@@ -215,6 +239,11 @@ static const char *lm__broken_global_plugin(lm_ctl_t *c, const lm_translate_out_
     return NULL;
 }
 
+static void lm__on_trim(uv_timer_t *t)
+{
+    malloc_trim(0);
+}
+
 static void lm__sync(lm_ctl_t *c)
 {
     uint64_t t0 = uv_hrtime();
@@ -261,7 +290,12 @@ static void lm__sync(lm_ctl_t *c)
 
     lm_translate_out_t out;
     memset(&out, 0, sizeof(out));
+    lm__accepted_clear();
     int rc = lm_translate(&in, &out);
+    /* out.doc's text and hash when the last validation accepted it (see lm__accepted) */
+    char *accepted = lm__accepted.json, accepted_hash[33];
+    memcpy(accepted_hash, lm__accepted.hash, sizeof(accepted_hash));
+    lm__accepted.json = NULL;
     for (int k = 0; k < LM_K_NUM; k++)
         free(lists[k]);
     free(secrets);
@@ -270,6 +304,7 @@ static void lm__sync(lm_ctl_t *c)
         c->m.sync_failures++;
         lm_log_error("translation failed (out of memory?)");
         lm_translate_out_free(&out);
+        cJSON_free(accepted);
         return;
     }
     c->m.broken_objects = out.num_broken;
@@ -287,15 +322,19 @@ static void lm__sync(lm_ctl_t *c)
         c->translated = true;
         lm__report(c, &out);
         lm_translate_out_free(&out);
+        cJSON_free(accepted);
         return;
     }
     c->held_by[0] = '\0';
 
-    char *json = cJSON_PrintUnformatted(out.doc);
+    char *json = accepted ? accepted : cJSON_PrintUnformatted(out.doc);
     if (json) {
         char hash[33];
         size_t len = strlen(json);
-        lm__md5_hex(json, len, hash);
+        if (accepted)
+            memcpy(hash, accepted_hash, sizeof(hash));
+        else
+            lm__md5_hex(json, len, hash);
         if (strcmp(hash, c->hash) != 0) {
             memcpy(c->hash, hash, sizeof(hash));
             lm_log_info("configuration changed: hash %s, %zu bytes, %zu Ingresses, %zu objects left out, %u rounds", hash,
@@ -315,8 +354,10 @@ static void lm__sync(lm_ctl_t *c)
     c->translated = true;
     lm__report(c, &out);
     lm_translate_out_free(&out);
-    /* a sync at scale peaks at a few times the steady state: give it back */
-    malloc_trim(0);
+    /* a sync at scale peaks at a few times the steady state: give it back once
+     * things are quiet (trimming after every sync costs more than the sync's own
+     * allocations, which fault the pages back in) */
+    uv_timer_start(&c->trim_timer, lm__on_trim, 1000, 0);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     c->m.last_sync_seconds = secs;
     c->m.sync_seconds_sum += secs;
@@ -606,6 +647,7 @@ int lm_ctl_run(const lm_ctl_opts_t *o)
         lm_push_set_targets(c->push, "static", o->dataplanes, o->num_dataplanes);
     uv_timer_init(c->loop, &c->sync_timer);
     c->sync_timer.data = c;
+    uv_timer_init(c->loop, &c->trim_timer);
     uv_timer_init(c->loop, &c->resync_timer);
     c->resync_timer.data = c;
     uv_timer_start(&c->resync_timer, lm__on_resync, 60000, 60000);

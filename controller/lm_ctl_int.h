@@ -62,7 +62,7 @@ typedef struct lm_ctl {
     lm_events_t *events;
     lm_status_t *status;
     lm_ctl_http_t *http;
-    uv_timer_t sync_timer, resync_timer;
+    uv_timer_t sync_timer, resync_timer, trim_timer;
     uv_signal_t sigterm, sigint;
     char identity[256];
     uint64_t started_ns, last_sync_ms;

@@ -97,7 +97,9 @@ typedef struct {
     const char *controller_name; /* NULL = "limen.dev/ingress-controller" */
     /* the validator; NULL = lm_config_build only. The controller passes one
      * that also runs lm_plugins_validate (plugin config schemas). Takes
-     * ownership of doc; returns LM_OK or LM_ERROR with errs filled. */
+     * ownership of doc, whose strings are borrowed from the output document:
+     * free doc before returning, never keep it. Returns LM_OK or LM_ERROR
+     * with errs filled. */
     int (*validate)(cJSON *doc, void *errs /* lm_config_errors_t * */);
 } lm_translate_in_t;
 

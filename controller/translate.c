@@ -8,9 +8,19 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define LM__MAX_ROUNDS 8
 #define LM__PRUNE_ROUNDS 3
+
+lm__tstats_t lm__tstats;
+
+uint64_t lm__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---- index ------------------------------------------------------------- */
 
@@ -34,7 +44,7 @@ static void lm__index_slices(lm__tctx_t *ctx)
         if (svc == NULL || svc[0] == '\0')
             continue;
         const char *ns = lm__jstr(lm__jget(sl, "metadata"), "namespace");
-        char *key = lm_arena_sprintf(ctx->a, "%s/%s", (ns && ns[0]) ? ns : "default", svc);
+        char *key = LM__JOIN(ctx->a, (ns && ns[0]) ? ns : "default", "/", svc);
         lm__vec_t *v = lm_map_get(&ctx->slices, lm_str(key));
         if (v == NULL) {
             v = lm_arena_calloc(ctx->a, sizeof(*v));
@@ -99,6 +109,33 @@ static void lm__sort(lm__vec_t *v, int (*cmp)(const void *, const void *))
 
 /* ---- emit --------------------------------------------------------------- */
 
+/*
+ * Member names are static strings: added as constants (cJSON_AddItemToObjectCS),
+ * not copied; cJSON_Duplicate and cJSON_Delete leave them alone. Values that
+ * are string literals ("v0", "http", "k8s-version:v1"...) are references the
+ * same way. Only names that are data (header names, UpstreamPolicy fields)
+ * are copied. At 5,000 Ingresses that is a few hundred thousand mallocs and
+ * frees less per emit, per copy and per cJSON_Delete.
+ */
+static cJSON *lm__jadd(cJSON *obj, const char *static_key, cJSON *item)
+{
+    cJSON_AddItemToObjectCS(obj, static_key, item);
+    return item;
+}
+
+static void lm__jadd_str(cJSON *obj, const char *static_key, const char *value)
+{
+    cJSON_AddItemToObjectCS(obj, static_key, cJSON_CreateString(value));
+}
+
+static cJSON *lm__ref_array(const char *const *v, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateStringReference(v[i]));
+    return a;
+}
+
 static cJSON *lm__str_array(char **v, size_t n)
 {
     return cJSON_CreateStringArray((const char *const *)v, (int)n);
@@ -108,34 +145,34 @@ static cJSON *lm__route_json(lm__tctx_t *ctx, const lm__route_t *r)
 {
     const lm__ing_t *ing = r->ing->data;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "name", r->name);
-    cJSON_AddItemToObject(j, "paths", lm__str_array(r->paths, r->num_paths));
+    lm__jadd_str(j, "name", r->name);
+    cJSON_AddItemToObjectCS(j, "paths", lm__str_array(r->paths, r->num_paths));
     if (r->host) {
-        cJSON *h = cJSON_AddArrayToObject(j, "hosts");
+        cJSON *h = lm__jadd(j, "hosts", cJSON_CreateArray());
         cJSON_AddItemToArray(h, cJSON_CreateString(r->host));
         for (size_t i = 0; i < ing->num_aliases; i++)
             if (strcmp(ing->aliases[i], r->host) != 0)
                 cJSON_AddItemToArray(h, cJSON_CreateString(ing->aliases[i]));
     }
     if (ing->num_methods)
-        cJSON_AddItemToObject(j, "methods", lm__str_array(ing->methods, ing->num_methods));
+        cJSON_AddItemToObjectCS(j, "methods", lm__str_array(ing->methods, ing->num_methods));
     if (ing->num_headers) {
-        cJSON *h = cJSON_AddObjectToObject(j, "headers");
+        cJSON *h = lm__jadd(j, "headers", cJSON_CreateObject());
         for (size_t i = 0; i < ing->num_headers; i++)
             cJSON_AddItemToObject(h, ing->hnames[i], lm__str_array(ing->hvalues[i], ing->hnum[i]));
     }
     if (ing->num_protocols) {
-        cJSON_AddItemToObject(j, "protocols", lm__str_array(ing->protocols, ing->num_protocols));
+        cJSON_AddItemToObjectCS(j, "protocols", lm__str_array(ing->protocols, ing->num_protocols));
     } else {
         static const char *const def[] = { "http", "https" };
-        cJSON_AddItemToObject(j, "protocols", cJSON_CreateStringArray(def, 2));
+        cJSON_AddItemToObjectCS(j, "protocols", lm__ref_array(def, 2));
     }
-    cJSON_AddBoolToObject(j, "strip_path", ing->strip_path);
-    cJSON_AddBoolToObject(j, "preserve_host", ing->preserve_host);
-    cJSON_AddNumberToObject(j, "https_redirect_status_code", ing->redirect_code);
-    cJSON_AddNumberToObject(j, "regex_priority", ing->regex_priority);
-    cJSON_AddStringToObject(j, "path_handling", "v0");
-    cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, r->ing));
+    cJSON_AddItemToObjectCS(j, "strip_path", cJSON_CreateBool(ing->strip_path));
+    cJSON_AddItemToObjectCS(j, "preserve_host", cJSON_CreateBool(ing->preserve_host));
+    cJSON_AddItemToObjectCS(j, "https_redirect_status_code", cJSON_CreateNumber(ing->redirect_code));
+    cJSON_AddItemToObjectCS(j, "regex_priority", cJSON_CreateNumber(ing->regex_priority));
+    lm__jadd(j, "path_handling", cJSON_CreateStringReference("v0"));
+    cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, r->ing));
     return j;
 }
 
@@ -143,22 +180,25 @@ static cJSON *lm__service_json(lm__tctx_t *ctx, const lm__ksvc_t *k, cJSON *rout
 {
     const lm__svc_t *s = k->svc->data;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "name", k->name);
-    cJSON_AddStringToObject(j, "host", k->host);
-    cJSON_AddNumberToObject(j, "port", k->port);
-    cJSON_AddStringToObject(j, "protocol", s->protocol ? s->protocol : "http");
+    lm__jadd_str(j, "name", k->name);
+    lm__jadd_str(j, "host", k->host);
+    cJSON_AddItemToObjectCS(j, "port", cJSON_CreateNumber(k->port));
+    if (s->protocol)
+        lm__jadd_str(j, "protocol", s->protocol);
+    else
+        lm__jadd(j, "protocol", cJSON_CreateStringReference("http"));
     if (s->path)
-        cJSON_AddStringToObject(j, "path", s->path);
+        lm__jadd_str(j, "path", s->path);
     if (s->connect_timeout >= 0)
-        cJSON_AddNumberToObject(j, "connect_timeout", s->connect_timeout);
+        cJSON_AddItemToObjectCS(j, "connect_timeout", cJSON_CreateNumber(s->connect_timeout));
     if (s->read_timeout >= 0)
-        cJSON_AddNumberToObject(j, "read_timeout", s->read_timeout);
+        cJSON_AddItemToObjectCS(j, "read_timeout", cJSON_CreateNumber(s->read_timeout));
     if (s->write_timeout >= 0)
-        cJSON_AddNumberToObject(j, "write_timeout", s->write_timeout);
+        cJSON_AddItemToObjectCS(j, "write_timeout", cJSON_CreateNumber(s->write_timeout));
     if (s->retries >= 0)
-        cJSON_AddNumberToObject(j, "retries", s->retries);
-    cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, k->svc));
-    cJSON_AddItemToObject(j, "routes", routes);
+        cJSON_AddItemToObjectCS(j, "retries", cJSON_CreateNumber(s->retries));
+    cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, k->svc));
+    cJSON_AddItemToObjectCS(j, "routes", routes);
     return j;
 }
 
@@ -166,7 +206,7 @@ static cJSON *lm__upstream_json(lm__tctx_t *ctx, const lm__ksvc_t *k)
 {
     const lm__svc_t *s = k->svc->data;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "name", k->upstream);
+    lm__jadd_str(j, "name", k->upstream);
     if (s->policy && !s->policy->excluded) {
         const lm__policy_t *p = s->policy->data;
         const cJSON *f, *fields = p ? p->fields : NULL;
@@ -174,15 +214,15 @@ static cJSON *lm__upstream_json(lm__tctx_t *ctx, const lm__ksvc_t *k)
             cJSON_AddItemToObject(j, f->string, cJSON_Duplicate(f, 1));
     }
     if (s->host_header)
-        cJSON_AddStringToObject(j, "host_header", s->host_header);
-    cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, k->svc));
+        lm__jadd_str(j, "host_header", s->host_header);
+    cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, k->svc));
     if (k->num_targets) {
-        cJSON *ts = cJSON_AddArrayToObject(j, "targets");
+        cJSON *ts = lm__jadd(j, "targets", cJSON_CreateArray());
         for (size_t i = 0; i < k->num_targets; i++) {
             cJSON *t = cJSON_CreateObject();
-            cJSON_AddStringToObject(t, "target", k->targets[i]);
-            cJSON_AddNumberToObject(t, "weight", 100);
-            cJSON_AddItemToObject(t, "tags", lm__tags_json(ctx, k->svc));
+            lm__jadd_str(t, "target", k->targets[i]);
+            cJSON_AddItemToObjectCS(t, "weight", cJSON_CreateNumber(100));
+            cJSON_AddItemToObjectCS(t, "tags", lm__tags_json(ctx, k->svc));
             cJSON_AddItemToArray(ts, t);
         }
     }
@@ -219,11 +259,11 @@ static void lm__emit_services(lm__tctx_t *ctx, cJSON *doc)
             cJSON_AddItemToArray(ups, lm__upstream_json(ctx, k));
     }
     if (cJSON_GetArraySize(svcs))
-        cJSON_AddItemToObject(doc, "services", svcs);
+        cJSON_AddItemToObjectCS(doc, "services", svcs);
     else
         cJSON_Delete(svcs);
     if (cJSON_GetArraySize(ups))
-        cJSON_AddItemToObject(doc, "upstreams", ups);
+        cJSON_AddItemToObjectCS(doc, "upstreams", ups);
     else
         cJSON_Delete(ups);
 }
@@ -258,8 +298,8 @@ static void lm__emit_certificates(lm__tctx_t *ctx, cJSON *doc)
                 continue;
             ((lm__ing_t *)sni->emitted_by->data)->emitted = true;
             cJSON *sj = cJSON_CreateObject();
-            cJSON_AddStringToObject(sj, "name", sni->name);
-            cJSON_AddItemToObject(sj, "tags", lm__tags_json(ctx, sni->emitted_by));
+            lm__jadd_str(sj, "name", sni->name);
+            cJSON_AddItemToObjectCS(sj, "tags", lm__tags_json(ctx, sni->emitted_by));
             cJSON_AddItemToArray(snis, sj);
         }
         if (cJSON_GetArraySize(snis) == 0) {
@@ -268,15 +308,15 @@ static void lm__emit_certificates(lm__tctx_t *ctx, cJSON *doc)
         }
         c->emit = true;
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "id", c->id);
-        cJSON_AddStringToObject(j, "cert", c->cert);
-        cJSON_AddStringToObject(j, "key", c->key);
-        cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, c->secret));
-        cJSON_AddItemToObject(j, "snis", snis);
+        lm__jadd_str(j, "id", c->id);
+        lm__jadd_str(j, "cert", c->cert);
+        lm__jadd_str(j, "key", c->key);
+        cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, c->secret));
+        cJSON_AddItemToObjectCS(j, "snis", snis);
         cJSON_AddItemToArray(certs, j);
     }
     if (cJSON_GetArraySize(certs))
-        cJSON_AddItemToObject(doc, "certificates", certs);
+        cJSON_AddItemToObjectCS(doc, "certificates", certs);
     else
         cJSON_Delete(certs);
 }
@@ -293,12 +333,12 @@ static void lm__emit_consumers(lm__tctx_t *ctx, cJSON *doc)
         lm__cons_t *c = o->data;
         cJSON *j = cJSON_CreateObject();
         if (c->username)
-            cJSON_AddStringToObject(j, "username", c->username);
+            lm__jadd_str(j, "username", c->username);
         else
-            cJSON_AddStringToObject(j, "id", c->id);
+            lm__jadd_str(j, "id", c->id);
         if (c->custom_id)
-            cJSON_AddStringToObject(j, "custom_id", c->custom_id);
-        cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, o));
+            lm__jadd_str(j, "custom_id", c->custom_id);
+        cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, o));
         for (size_t k = 0; k < LM_ARRAY_SIZE(kinds); k++) {
             cJSON *arr = NULL;
             for (size_t n = 0; n < c->creds.n; n++) {
@@ -311,16 +351,16 @@ static void lm__emit_consumers(lm__tctx_t *ctx, cJSON *doc)
                     continue;
                 }
                 cJSON *e = cJSON_Duplicate(cr->fields, 1);
-                cJSON_AddItemToObject(e, "tags", lm__tags_json(ctx, cr->secret ? cr->secret : o));
+                cJSON_AddItemToObjectCS(e, "tags", lm__tags_json(ctx, cr->secret ? cr->secret : o));
                 if (arr == NULL)
-                    arr = cJSON_AddArrayToObject(j, kinds[k]);
+                    arr = lm__jadd(j, kinds[k], cJSON_CreateArray());
                 cJSON_AddItemToArray(arr, e);
             }
         }
         cJSON_AddItemToArray(cons, j);
     }
     if (cJSON_GetArraySize(cons))
-        cJSON_AddItemToObject(doc, "consumers", cons);
+        cJSON_AddItemToObjectCS(doc, "consumers", cons);
     else
         cJSON_Delete(cons);
 }
@@ -345,9 +385,9 @@ static void lm__emit_plugins(lm__tctx_t *ctx, cJSON *doc)
             continue;
         const lm__plug_t *p = e->plugin->data;
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "name", p->plugin);
+        lm__jadd_str(j, "name", p->plugin);
         if (p->instance_name && p->uses == 1) {
-            cJSON_AddStringToObject(j, "instance_name", p->instance_name);
+            lm__jadd_str(j, "instance_name", p->instance_name);
         } else if (p->instance_name) {
             char *n = lm_arena_sprintf(ctx->a, "%s-%s", p->instance_name,
                                        e->target_name[0] ? e->target_name : "global");
@@ -355,21 +395,21 @@ static void lm__emit_plugins(lm__tctx_t *ctx, cJSON *doc)
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
                       *c == '.' || *c == '-' || *c == '_' || *c == '~'))
                     *c = '_';
-            cJSON_AddStringToObject(j, "instance_name", n);
+            lm__jadd_str(j, "instance_name", n);
         }
         if (!p->enabled)
-            cJSON_AddBoolToObject(j, "enabled", false);
+            cJSON_AddItemToObjectCS(j, "enabled", cJSON_CreateBool(false));
         if (p->protocols)
-            cJSON_AddItemToObject(j, "protocols", cJSON_Duplicate(p->protocols, 1));
+            cJSON_AddItemToObjectCS(j, "protocols", cJSON_Duplicate(p->protocols, 1));
         if (p->config)
-            cJSON_AddItemToObject(j, "config", cJSON_Duplicate(p->config, 1));
+            cJSON_AddItemToObjectCS(j, "config", cJSON_Duplicate(p->config, 1));
         if (refs[e->scope])
-            cJSON_AddStringToObject(j, refs[e->scope], e->target_name);
-        cJSON_AddItemToObject(j, "tags", lm__tags_json(ctx, e->plugin));
+            lm__jadd_str(j, refs[e->scope], e->target_name);
+        cJSON_AddItemToObjectCS(j, "tags", lm__tags_json(ctx, e->plugin));
         cJSON_AddItemToArray(plugins, j);
     }
     if (cJSON_GetArraySize(plugins))
-        cJSON_AddItemToObject(doc, "plugins", plugins);
+        cJSON_AddItemToObjectCS(doc, "plugins", plugins);
     else
         cJSON_Delete(plugins);
 }
@@ -399,7 +439,7 @@ static cJSON *lm__emit(lm__tctx_t *ctx)
             ((lm__ing_t *)o->data)->emitted = false;
     }
     cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "_format_version", "3.0");
+    lm__jadd(doc, "_format_version", cJSON_CreateStringReference("3.0"));
     lm__emit_services(ctx, doc);
     lm__emit_certificates(ctx, doc);
     lm__emit_consumers(ctx, doc);
@@ -582,16 +622,69 @@ static void lm__on_error(lm__tctx_t *ctx, cJSON *doc, const lm_config_error_t *e
         lm__exclude(ctx, o, "%s", full);
 }
 
+/*
+ * The validator's copy of the document (it takes ownership and adds ids and
+ * defaults to what it is given): new nodes, but every string borrowed from doc
+ * (member names as constants, values as references), so nothing is copied and
+ * cJSON_Delete frees only the nodes. doc outlives the copy: the validator
+ * frees it before returning (the controller's and the tests' do; one keeping
+ * it would have to cJSON_Duplicate it). A string node is only ever read or
+ * replaced whole by the validator, never written in place.
+ */
+static cJSON *lm__dup_borrowed(const cJSON *item)
+{
+    cJSON *n = cJSON_CreateNull();
+    if (n == NULL)
+        return NULL;
+    int type = item->type & 0xFF;
+    n->type = type;
+    n->valueint = item->valueint;
+    n->valuedouble = item->valuedouble;
+    if (item->valuestring) {
+        n->valuestring = item->valuestring;
+        n->type |= cJSON_IsReference;
+    }
+    if (item->string) {
+        n->string = item->string;
+        n->type |= cJSON_StringIsConst;
+    }
+    cJSON *prev = NULL;
+    for (const cJSON *c = item->child; c; c = c->next) {
+        cJSON *d = lm__dup_borrowed(c);
+        if (d == NULL) {
+            cJSON_Delete(n);
+            return NULL;
+        }
+        if (prev) {
+            prev->next = d;
+            d->prev = prev;
+        } else {
+            n->child = d;
+        }
+        prev = d;
+    }
+    if (n->child)
+        n->child->prev = prev; /* as cJSON keeps lists: the first's prev is the last */
+    return n;
+}
+
 static int lm__validate(lm__tctx_t *ctx, const cJSON *doc, lm_config_errors_t *errs)
 {
-    cJSON *copy = cJSON_Duplicate(doc, 1);
+    uint64_t t0 = lm__now_ns();
+    cJSON *copy = lm__dup_borrowed(doc);
+    uint64_t t1 = lm__now_ns();
+    lm__tstats.dup += t1 - t0;
     if (copy == NULL)
         return LM_ERROR;
-    if (ctx->in->validate)
-        return ctx->in->validate(copy, errs) == LM_OK && errs->count == 0 ? LM_OK : LM_ERROR;
-    lm_config_t *cfg = lm_config_build(copy, errs);
-    int rc = cfg && errs->count == 0 ? LM_OK : LM_ERROR;
-    lm_config_free(cfg);
+    int rc;
+    if (ctx->in->validate) {
+        rc = ctx->in->validate(copy, errs) == LM_OK && errs->count == 0 ? LM_OK : LM_ERROR;
+    } else {
+        lm_config_t *cfg = lm_config_build(copy, errs);
+        rc = cfg && errs->count == 0 ? LM_OK : LM_ERROR;
+        lm_config_free(cfg);
+    }
+    lm__tstats.validate += lm__now_ns() - t1;
     return rc;
 }
 
@@ -741,6 +834,8 @@ static void lm__model(lm__tctx_t *ctx)
 int lm_translate(const lm_translate_in_t *in, lm_translate_out_t *out)
 {
     memset(out, 0, sizeof(*out));
+    memset(&lm__tstats, 0, sizeof(lm__tstats));
+    uint64_t t0 = lm__now_ns();
     lm__tctx_t ctx;
     memset(&ctx, 0, sizeof(ctx));
     ctx.in = in;
@@ -748,11 +843,14 @@ int lm_translate(const lm_translate_in_t *in, lm_translate_out_t *out)
     if (ctx.a == NULL)
         return LM_ERROR;
     lm__model(&ctx);
+    lm__tstats.model = lm__now_ns() - t0;
 
     cJSON *doc = NULL;
     for (unsigned round = 1;; round++) {
+        uint64_t te = lm__now_ns();
         cJSON_Delete(doc);
         doc = lm__emit(&ctx);
+        lm__tstats.emit += lm__now_ns() - te;
         if (doc == NULL)
             break;
         lm_config_errors_t errs;
@@ -775,7 +873,10 @@ int lm_translate(const lm_translate_in_t *in, lm_translate_out_t *out)
         lm_config_errors_free(&errs);
     }
     out->doc = doc;
+    uint64_t to = lm__now_ns();
     lm__outputs(&ctx, out);
+    uint64_t tc = lm__now_ns();
+    lm__tstats.outputs = tc - to;
 
     for (size_t i = 0; i < ctx.owned.n; i++)
         cJSON_Delete(ctx.owned.v[i]);
@@ -791,6 +892,8 @@ int lm_translate(const lm_translate_in_t *in, lm_translate_out_t *out)
     lm_map_free(&ctx.snis);
     lm_map_free(&ctx.report_keys);
     lm_arena_destroy(ctx.a);
+    lm__tstats.cleanup = lm__now_ns() - tc;
+    lm__tstats.rounds = out->rounds;
     return out->doc ? LM_OK : LM_ERROR;
 }
 

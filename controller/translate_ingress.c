@@ -237,7 +237,7 @@ static void lm__targets(lm__tctx_t *ctx, lm__ksvc_t *k, const char *ns, const ch
                         const char *pname)
 {
     char key[600];
-    snprintf(key, sizeof(key), "%s/%s", ns, svc);
+    LM__JOIN_BUF(key, ns, "/", svc);
     lm__vec_t *slices = lm_map_get(&ctx->slices, lm_str(key));
     if (slices == NULL)
         return;
@@ -268,8 +268,10 @@ static void lm__targets(lm__tctx_t *ctx, lm__ksvc_t *k, const char *ns, const ch
                 if (!cJSON_IsString(addr) || addr->valuestring[0] == '\0')
                     continue;
                 bool br = v6 || strchr(addr->valuestring, ':') != NULL;
-                lm__vpush(ctx->a, &out, lm_arena_sprintf(ctx->a, br ? "[%s]:%d" : "%s:%d",
-                                                        addr->valuestring, port));
+                char pn[24];
+                lm__utoa(pn, (unsigned)port);
+                lm__vpush(ctx->a, &out, br ? LM__JOIN(ctx->a, "[", addr->valuestring, "]:", pn)
+                                           : LM__JOIN(ctx->a, addr->valuestring, ":", pn));
             }
         }
     }
@@ -295,7 +297,7 @@ static lm__ksvc_t *lm__backend(lm__tctx_t *ctx, lm__obj_t *ing, const char *wher
         return NULL;
     }
     char key[600];
-    snprintf(key, sizeof(key), "%s/%s", ing->ns, name);
+    LM__JOIN_BUF(key, ing->ns, "/", name);
     lm__obj_t *so = lm_map_get(&ctx->services, lm_str(key));
     if (so == NULL) {
         lm__report(ctx, ing, "%s.service.name: Service \"%s\" not found", where, name);
@@ -335,7 +337,9 @@ static lm__ksvc_t *lm__backend(lm__tctx_t *ctx, lm__obj_t *ing, const char *wher
                        where, name, pname);
         return NULL;
     }
-    char *kname = lm_arena_sprintf(ctx->a, "%s.%s.%d", so->ns, so->name, port);
+    char pn[24];
+    lm__utoa(pn, (unsigned)port);
+    char *kname = LM__JOIN(ctx->a, so->ns, ".", so->name, ".", pn);
     lm__ksvc_t *k = lm_map_get(&ctx->ksvcs, lm_str(kname));
     if (k)
         return k;
@@ -346,7 +350,7 @@ static lm__ksvc_t *lm__backend(lm__tctx_t *ctx, lm__obj_t *ing, const char *wher
     if (s->external) {
         k->host = lm_arena_strdup(ctx->a, s->external_name ? s->external_name : "");
     } else {
-        k->upstream = lm_arena_sprintf(ctx->a, "%s.%s.%d.svc", so->name, so->ns, port);
+        k->upstream = LM__JOIN(ctx->a, so->name, ".", so->ns, ".", pn, ".svc");
         k->host = k->upstream;
         lm__targets(ctx, k, so->ns, so->name, port_name);
     }
@@ -443,8 +447,9 @@ static lm__route_t *lm__route_for(lm__tctx_t *ctx, lm__obj_t *ing, lm__vec_t *ro
     r->host = host;
     r->rule = rule;
     r->is_default = def;
-    r->name = def ? lm_arena_sprintf(ctx->a, "%s.%s.default", ing->ns, ing->name)
-                  : lm_arena_sprintf(ctx->a, "%s.%s.%zu.%zu", ing->ns, ing->name, rule, path);
+    char rn[24], pn[24];
+    r->name = def ? LM__JOIN(ctx->a, ing->ns, ".", ing->name, ".default")
+                  : LM__JOIN(ctx->a, ing->ns, ".", ing->name, ".", lm__utoa(rn, rule), ".", lm__utoa(pn, path));
     lm__vpush(ctx->a, routes, r);
     return r;
 }
@@ -467,14 +472,14 @@ void lm__ingress_build(lm__tctx_t *ctx, lm__obj_t *o)
         size_t pi = 0;
         const cJSON *hp;
         cJSON_ArrayForEach(hp, lm__jpath(rule, "http", "paths")) {
-            char where[96];
-            snprintf(where, sizeof(where), "spec.rules[%zu].http.paths[%zu]", ri, pi);
+            char where[96], rn[24], pn[24];
+            LM__JOIN_BUF(where, "spec.rules[", lm__utoa(rn, ri), "].http.paths[", lm__utoa(pn, pi), "]");
             char *kp[2];
             size_t nk;
             if (lm__kong_paths(ctx, o, where, lm__jstr(hp, "path"), lm__jstr(hp, "pathType"), kp,
                                &nk)) {
                 char bwhere[128];
-                snprintf(bwhere, sizeof(bwhere), "%s.backend", where);
+                LM__JOIN_BUF(bwhere, where, ".backend");
                 lm__ksvc_t *k = lm__backend(ctx, o, bwhere, lm__jget(hp, "backend"));
                 if (k) {
                     lm__route_t *r = lm__route_for(ctx, o, &routes, ri, pi, k, host, false);

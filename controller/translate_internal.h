@@ -52,6 +52,7 @@ typedef struct lm__obj {
     const char *key;           /* "ns/name", or "name" when cluster-scoped */
     char **tags;               /* k8s-kind:..., made once */
     size_t num_tags;
+    unsigned tags_static;      /* bit i: tags[i] is a string literal (emitted as a reference) */
     bool excluded;             /* left out of the document, for good */
     bool parsed;               /* data below filled (lazily, on first use) */
     void *data;                /* lm__svc_t, lm__ing_t, lm__plug_t, lm__cons_t, lm__policy_t */
@@ -203,6 +204,15 @@ typedef struct {
     bool changed;              /* an exclusion happened (the isolation loop's progress) */
 } lm__tctx_t;
 
+/* Where the last lm_translate spent its time (ns, summed over rounds), for the
+ * benchmark in translate_test.c (LIMEN_TRANSLATE_BENCH=1). */
+typedef struct {
+    uint64_t model, emit, dup, validate, outputs, cleanup;
+    unsigned rounds;
+} lm__tstats_t;
+extern lm__tstats_t lm__tstats;
+uint64_t lm__now_ns(void);
+
 /* ---- translate_util.c ---- */
 void lm__vpush(lm_arena_t *a, lm__vec_t *v, void *p);
 const cJSON *lm__jget(const cJSON *o, const char *key);
@@ -221,6 +231,20 @@ char *lm__b64(lm_arena_t *a, const char *in, size_t *len);
 /* a Secret's data[key], decoded; NULL if missing or not base64 */
 char *lm__secret_value(lm_arena_t *a, const cJSON *secret, const char *key);
 char *lm__lower(lm_arena_t *a, const char *s);
+char *lm__cat(lm_arena_t *a, const char *x, const char *y); /* x + y, arena */
+/* the strings concatenated (no printf: the translation builds a few hundred
+ * thousand names and keys): into buf (false and "" if it does not fit), or
+ * into the arena */
+bool lm__join_buf(char *buf, size_t cap, const char *const *parts, size_t n);
+char *lm__join_arena(lm_arena_t *a, const char *const *parts, size_t n);
+#define LM__JOIN_BUF(buf, ...)                                                                            \
+    lm__join_buf(buf, sizeof(buf), (const char *const[]){ __VA_ARGS__ },                                  \
+                 sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(const char *))
+#define LM__JOIN(a, ...)                                                                                  \
+    lm__join_arena(a, (const char *const[]){ __VA_ARGS__ }, sizeof((const char *const[]){ __VA_ARGS__ }) / \
+                   sizeof(const char *))
+/* decimal digits of v into buf (>= 21 bytes); returns buf */
+char *lm__utoa(char *buf, unsigned long long v);
 int lm__strcmp_p(const void *a, const void *b); /* qsort over char * */
 size_t lm__sort_unique(char **v, size_t n);
 

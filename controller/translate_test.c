@@ -8,29 +8,64 @@
  * API server would). NAME.out.json is the expected result: the document, the
  * broken objects ("Kind ns/name: Reason: message") and the Ingresses that
  * made it in. LIMEN_UPDATE_GOLDEN=1 rewrites the goldens (review them!).
- * Every case also checks that the document is valid and that shuffled input
- * gives the same bytes. Plus the 5k scale run (timed, not asserted).
+ * Every case also checks that the document is valid, that it is the text the
+ * validator last accepted (the controller sends that text), and that shuffled
+ * input gives the same bytes. Plus the 5k scale run (timed, not asserted).
+ *
+ * LIMEN_TRANSLATE_BENCH=1 runs the sync benchmark instead (see bench() below):
+ *   make build/rel/controller/translate_test &&
+ *   LIMEN_TRANSLATE_BENCH=1 build/rel/controller/translate_test
+ * (LIMEN_TRANSLATE_BENCH_N=5000 objects, _ITER=20 iterations, _TRIM=0: no
+ * malloc_trim between syncs).
  */
 #include "lm_test.h"
 #include "lm_translate.h"
 #include "lm_config.h"
 #include "lm_plugin_rt.h"
+#include "translate_internal.h"
+#include "kube_internal.h"
 
 #include <dirent.h>
+#include <malloc.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DIR_TESTDATA "controller/testdata/translate"
 
+/* the canonical text of the last document validate accepted (the controller
+ * sends that text instead of printing lm_translate's document: they must match) */
+static char *accepted_json;
+
 static int validate(cJSON *doc, void *errs)
 {
+    cJSON_free(accepted_json);
+    accepted_json = NULL;
     lm_config_t *cfg = lm_config_build(doc, errs);
     if (cfg == NULL)
         return LM_ERROR;
     int rc = lm_plugins_validate(cfg, errs);
+    if (rc == LM_OK && ((lm_config_errors_t *)errs)->count == 0) {
+        accepted_json = cfg->canonical_json;
+        cfg->canonical_json = NULL;
+    }
     lm_config_free(cfg);
     return rc;
+}
+
+/* after lm_translate: its document is the text validate last accepted, if any */
+static bool accepted_matches(const cJSON *doc)
+{
+    if (accepted_json == NULL)
+        return true;
+    char *flat = cJSON_PrintUnformatted(doc);
+    bool same = flat && strcmp(flat, accepted_json) == 0;
+    cJSON_free(flat);
+    cJSON_free(accepted_json);
+    accepted_json = NULL;
+    return same;
 }
 
 static char *read_file(const char *path, size_t *len)
@@ -243,6 +278,8 @@ static bool doc_valid(const cJSON *doc)
     lm_config_errors_t errs;
     lm_config_errors_init(&errs);
     int rc = validate(cJSON_Duplicate(doc, 1), &errs);
+    cJSON_free(accepted_json);
+    accepted_json = NULL;
     if (rc != LM_OK) {
         char *s = lm_config_errors_format(&errs);
         fprintf(stderr, "invalid document:\n%s", s);
@@ -295,6 +332,8 @@ static void run_case(const char *name)
     lm_translate_in_t tin = to_tin(&in);
     lm_translate_out_t out;
     LM_CHECK_EQ_INT(lm_translate(&tin, &out), LM_OK);
+    if (!accepted_matches(out.doc))
+        LM_FAILF("%s: the document is not the text the validator accepted", name);
     if (!doc_valid(out.doc))
         LM_FAILF("%s: the document is not valid", name);
     char *got = result_text(&out);
@@ -322,6 +361,8 @@ static void run_case(const char *name)
         tin = to_tin(&in);
         lm_translate_out_t o2;
         LM_CHECK_EQ_INT(lm_translate(&tin, &o2), LM_OK);
+        if (!accepted_matches(o2.doc))
+            LM_FAILF("%s: the document is not the text the validator accepted", name);
         char *flat = cJSON_PrintUnformatted(o2.doc);
         char *all = result_text(&o2);
         if (strcmp(flat, got_flat) != 0 || strcmp(all, got) != 0)
@@ -542,6 +583,7 @@ LM_TEST(test_scale_5k)
     lm_translate_out_t out;
     LM_CHECK_EQ_INT(lm_translate(&in, &out), LM_OK);
     double t1 = now_s();
+    LM_CHECK(accepted_matches(out.doc));
     LM_CHECK_EQ_INT(out.num_broken, 0);
     LM_CHECK_EQ_INT(out.num_ingresses, N);
     LM_CHECK_EQ_INT(out.rounds, 1);
@@ -568,8 +610,305 @@ LM_TEST(test_scale_5k)
     free(eps);
 }
 
+/* ---- benchmark (LIMEN_TRANSLATE_BENCH=1; LIMEN_TRANSLATE_BENCH_N, _ITER) ---------------
+ *
+ * A controller sync at scale, phase by phase, as lm__sync runs it: the
+ * informers' sorted lists (objects frozen in an lm__kcache like the real
+ * caches) and the secrets' dedupe, lm_translate (model, emit, the copy for the
+ * validator, lm_config_build, lm_plugins_validate, freeing the validated copy,
+ * outputs, cleanup), printing, md5, freeing the result, malloc_trim. The
+ * objects are those of tools/bench_controller.py: N Services (headless, one
+ * port), N EndpointSlices (one address), N Ingresses (one host, Prefix "/"),
+ * N/5 of them with TLS naming their own kubernetes.io/tls Secret (a real RSA
+ * 2048 pair made with openssl, base64 as the API server returns it). Prints
+ * the document's md5 too: it must not change when the code gets faster. */
+
+static uint64_t bv_build, bv_plugins, bv_free;
+static char bv_hash[33];
+
+/* as the controller's: keeps the accepted document's text and hash */
+static int bench_validate(cJSON *doc, void *errs)
+{
+    uint64_t t0 = lm__now_ns();
+    cJSON_free(accepted_json);
+    accepted_json = NULL;
+    lm_config_t *cfg = lm_config_build(doc, errs);
+    uint64_t t1 = lm__now_ns();
+    bv_build += t1 - t0;
+    if (cfg == NULL)
+        return LM_ERROR;
+    int rc = lm_plugins_validate(cfg, errs);
+    uint64_t t2 = lm__now_ns();
+    if (rc == LM_OK && ((lm_config_errors_t *)errs)->count == 0) {
+        accepted_json = cfg->canonical_json;
+        cfg->canonical_json = NULL;
+        memcpy(bv_hash, cfg->hash, sizeof(bv_hash));
+    }
+    lm_config_free(cfg);
+    bv_plugins += t2 - t1;
+    bv_free += lm__now_ns() - t2;
+    return rc;
+}
+
+static char *bench_pem_b64(const char *path)
+{
+    size_t n;
+    char *pem = read_file(path, &n);
+    if (pem == NULL)
+        return NULL;
+    char *b = b64_encode(pem, n);
+    free(pem);
+    return b;
+}
+
+static void bench_put(lm__kcache_t *c, const char *json)
+{
+    cJSON *o = cJSON_Parse(json);
+    if (o == NULL) {
+        fprintf(stderr, "bench: bad JSON %s\n", json);
+        exit(1);
+    }
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    const char *ns = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "namespace"));
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+    char key[512];
+    size_t kl;
+    lm__kcache_key(key, sizeof(key), ns, name, &kl);
+    lm__kentry_t *old = lm__kcache_put(c, lm__kcache_freeze(c, key, kl, o));
+    free(old);
+    cJSON_Delete(o);
+}
+
+enum { BK_CLASS, BK_ING, BK_SVC, BK_EPS, BK_TLS, BK_CRED, BK_KCRED, BK_PCFG, BK_NUM };
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int bench(void)
+{
+    const char *e = getenv("LIMEN_TRANSLATE_BENCH_N");
+    int n = e ? atoi(e) : 5000;
+    e = getenv("LIMEN_TRANSLATE_BENCH_ITER");
+    int iters = e ? atoi(e) : 20;
+    if (n < 5 || iters < 1)
+        return 2;
+    e = getenv("LIMEN_TRANSLATE_BENCH_TRIM"); /* 0: no malloc_trim after each sync */
+    bool trim = !e || strcmp(e, "0") != 0;
+    e = getenv("LIMEN_TRANSLATE_BENCH_PRINT"); /* 1: print and hash out.doc, as lm__sync did */
+    bool print_anyway = e && strcmp(e, "1") == 0;
+    char *kept = NULL; /* the last document's text, kept like lm__sync keeps c->doc_json */
+    long rss_kb = 0;
+    /* made once, kept in build/ so that every run (and every version of the
+     * code) sees the same document, so the md5s compare */
+    const char *cpath = "build/translate-bench/c.pem", *kpath = "build/translate-bench/k.pem";
+    if (access(cpath, R_OK) != 0 || access(kpath, R_OK) != 0) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "mkdir -p build/translate-bench && openssl req -x509 -newkey rsa:2048 -nodes "
+                 "-days 3650 -subj /CN=bench.example.com -keyout %s -out %s >/dev/null 2>&1", kpath, cpath);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "bench: openssl failed\n");
+            return 2;
+        }
+    }
+    char *crt = bench_pem_b64(cpath), *key = bench_pem_b64(kpath);
+    if (!crt || !key)
+        return 2;
+
+    lm__kcache_t caches[BK_NUM];
+    for (int k = 0; k < BK_NUM; k++)
+        lm__kcache_init(&caches[k]);
+    size_t cap = strlen(crt) + strlen(key) + 4096;
+    char *buf = malloc(cap);
+    bench_put(&caches[BK_CLASS], "{\"apiVersion\":\"networking.k8s.io/v1\",\"kind\":\"IngressClass\",\"metadata\":"
+              "{\"name\":\"limen\",\"uid\":\"c0000000-0000-4000-8000-000000000000\",\"resourceVersion\":\"1\"},"
+              "\"spec\":{\"controller\":\"limen.dev/ingress-controller\"}}");
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, cap,
+                 "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"s%d\",\"namespace\":\"bench\","
+                 "\"uid\":\"00000000-0000-4000-8000-%012d\",\"resourceVersion\":\"%d\"},\"spec\":{\"clusterIP\":\"None\","
+                 "\"type\":\"ClusterIP\",\"ports\":[{\"name\":\"http\",\"protocol\":\"TCP\",\"port\":80,\"targetPort\":8080}]},"
+                 "\"status\":{\"loadBalancer\":{}}}", i, i, 1000 + i);
+        bench_put(&caches[BK_SVC], buf);
+        snprintf(buf, cap,
+                 "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":\"s%d-1\","
+                 "\"namespace\":\"bench\",\"uid\":\"20000000-0000-4000-8000-%012d\",\"resourceVersion\":\"%d\","
+                 "\"labels\":{\"kubernetes.io/service-name\":\"s%d\"}},\"addressType\":\"IPv4\","
+                 "\"ports\":[{\"name\":\"http\",\"port\":8080,\"protocol\":\"TCP\"}],\"endpoints\":["
+                 "{\"addresses\":[\"10.1.%d.%d\"],\"conditions\":{\"ready\":true,\"serving\":true,\"terminating\":false}}]}",
+                 i, i, 20000 + i, i, (i / 250) % 256, 1 + i % 250);
+        bench_put(&caches[BK_EPS], buf);
+        char tls[256] = "";
+        if (i < n / 5)
+            snprintf(tls, sizeof(tls), ",\"tls\":[{\"hosts\":[\"h%d.bench.example.com\"],\"secretName\":\"tls%d\"}]", i, i);
+        snprintf(buf, cap,
+                 "{\"apiVersion\":\"networking.k8s.io/v1\",\"kind\":\"Ingress\",\"metadata\":{\"name\":\"i%d\","
+                 "\"namespace\":\"bench\",\"uid\":\"10000000-0000-4000-8000-%012d\",\"resourceVersion\":\"%d\","
+                 "\"generation\":1},\"spec\":{\"ingressClassName\":\"limen\",\"rules\":[{\"host\":\"h%d.bench.example.com\","
+                 "\"http\":{\"paths\":[{\"path\":\"/\",\"pathType\":\"Prefix\",\"backend\":{\"service\":{\"name\":\"s%d\","
+                 "\"port\":{\"number\":80}}}}]}}]%s},\"status\":{\"loadBalancer\":{}}}",
+                 i, i, 40000 + i, i, i, tls);
+        bench_put(&caches[BK_ING], buf);
+    }
+    for (int i = 0; i < n / 5; i++) {
+        snprintf(buf, cap,
+                 "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"type\":\"kubernetes.io/tls\",\"metadata\":{\"name\":\"tls%d\","
+                 "\"namespace\":\"bench\",\"uid\":\"30000000-0000-4000-8000-%012d\",\"resourceVersion\":\"%d\"},"
+                 "\"data\":{\"tls.crt\":\"%s\",\"tls.key\":\"%s\"}}", i, i, 60000 + i, crt, key);
+        bench_put(&caches[BK_TLS], buf);
+    }
+    free(buf);
+    free(crt);
+    free(key);
+
+    enum { P_LISTS, P_MODEL, P_EMIT, P_DUP, P_BUILD, P_PLUGINS, P_VFREE, P_OUTPUTS, P_CLEANUP, P_TRANSLATE,
+           P_PRINT, P_MD5, P_FREE, P_TRIM, P_TOTAL, P_NUM };
+    static const char *const pname[P_NUM] = {
+        "lists + secrets dedupe", "translate: model", "translate: emit", "translate: copy for validator",
+        "validate: lm_config_build", "validate: lm_plugins_validate", "validate: free", "translate: outputs",
+        "translate: cleanup", "lm_translate (all)", "cJSON_PrintUnformatted", "md5", "lm_translate_out_free",
+        "malloc_trim", "sync total" };
+    uint64_t *t[P_NUM];
+    for (int p = 0; p < P_NUM; p++)
+        t[p] = calloc((size_t)iters, sizeof(uint64_t));
+    char hash[33] = "", first_hash[33] = "";
+    size_t doc_len = 0;
+    unsigned rounds = 0;
+    int bad = 0;
+    for (int it = 0; it < iters; it++) {
+        bv_build = bv_plugins = bv_free = 0;
+        uint64_t t0 = lm__now_ns();
+        const cJSON **lists[BK_NUM];
+        size_t counts[BK_NUM];
+        for (int k = 0; k < BK_NUM; k++)
+            counts[k] = lm__kcache_sorted(&caches[k], &lists[k]);
+        /* the secrets' dedupe, as lm__sync does it */
+        size_t nsec = counts[BK_TLS] + counts[BK_CRED] + counts[BK_KCRED] + counts[BK_PCFG];
+        const cJSON **secrets = calloc(nsec ? nsec : 1, sizeof(*secrets));
+        size_t ns = 0;
+        for (int s = BK_TLS; s <= BK_PCFG; s++)
+            for (size_t i = 0; i < counts[s]; i++) {
+                const cJSON *o = lists[s][i];
+                const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+                bool dup = false;
+                for (int p = BK_TLS; p < s && !dup; p++) {
+                    char k[512];
+                    size_t kl;
+                    dup = lm__kcache_key(k, sizeof(k),
+                                         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "namespace")),
+                                         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name")), &kl) &&
+                          lm__kcache_get(&caches[p], k, kl) != NULL;
+                }
+                if (!dup)
+                    secrets[ns++] = o;
+            }
+        lm_translate_in_t in;
+        memset(&in, 0, sizeof(in));
+        in.validate = bench_validate;
+        in.ingress_classes = (lm_kobjs_t){ lists[BK_CLASS], counts[BK_CLASS] };
+        in.ingresses = (lm_kobjs_t){ lists[BK_ING], counts[BK_ING] };
+        in.services = (lm_kobjs_t){ lists[BK_SVC], counts[BK_SVC] };
+        in.endpoint_slices = (lm_kobjs_t){ lists[BK_EPS], counts[BK_EPS] };
+        in.secrets = (lm_kobjs_t){ secrets, ns };
+        uint64_t t1 = lm__now_ns();
+        lm_translate_out_t out;
+        if (lm_translate(&in, &out) != LM_OK)
+            bad = 1;
+        uint64_t t2 = lm__now_ns();
+        for (int k = 0; k < BK_NUM; k++)
+            free(lists[k]);
+        free(secrets);
+        /* as lm__sync: the accepted text, else print and hash */
+        char *json = accepted_json;
+        accepted_json = NULL;
+        if (json && print_anyway) { /* as the controller did before taking the accepted text */
+            cJSON_free(json);
+            json = NULL;
+        }
+        if (json && it == 0) { /* (not timed) */
+            char *flat = cJSON_PrintUnformatted(out.doc);
+            if (strcmp(flat, json) != 0)
+                bad = 1;
+            cJSON_free(flat);
+        }
+        uint64_t t2b = lm__now_ns(), t3, t4;
+        if (json == NULL) {
+            json = cJSON_PrintUnformatted(out.doc);
+            t3 = lm__now_ns();
+            unsigned char md[EVP_MAX_MD_SIZE];
+            unsigned int mdn = 0;
+            EVP_Digest(json, strlen(json), md, &mdn, EVP_md5(), NULL);
+            for (unsigned int i = 0; i < mdn && i < 16; i++)
+                snprintf(hash + 2 * i, 3, "%02x", md[i]);
+            t4 = lm__now_ns();
+        } else {
+            memcpy(hash, bv_hash, sizeof(hash));
+            t3 = t4 = lm__now_ns();
+        }
+        doc_len = strlen(json);
+        if (out.num_broken || out.num_ingresses != (size_t)n)
+            bad = 1;
+        rounds = out.rounds;
+        lm_translate_out_free(&out);
+        uint64_t t5 = lm__now_ns();
+        if (trim)
+            malloc_trim(0);
+        uint64_t t6 = lm__now_ns();
+        cJSON_free(kept);
+        kept = json;
+        FILE *statm = fopen("/proc/self/statm", "r");
+        long pages_total = 0, pages_rss = 0;
+        if (statm && fscanf(statm, "%ld %ld", &pages_total, &pages_rss) == 2)
+            rss_kb = pages_rss * (sysconf(_SC_PAGESIZE) / 1024);
+        if (statm)
+            fclose(statm);
+        if (it == 0)
+            memcpy(first_hash, hash, sizeof(hash));
+        else if (strcmp(hash, first_hash) != 0)
+            bad = 1;
+        t[P_LISTS][it] = t1 - t0;
+        t[P_MODEL][it] = lm__tstats.model;
+        t[P_EMIT][it] = lm__tstats.emit;
+        t[P_DUP][it] = lm__tstats.dup;
+        t[P_BUILD][it] = bv_build;
+        t[P_PLUGINS][it] = bv_plugins;
+        t[P_VFREE][it] = bv_free;
+        t[P_OUTPUTS][it] = lm__tstats.outputs;
+        t[P_CLEANUP][it] = lm__tstats.cleanup;
+        t[P_TRANSLATE][it] = t2 - t1;
+        t[P_PRINT][it] = t3 - t2b;
+        t[P_MD5][it] = t4 - t3;
+        t[P_FREE][it] = t5 - t4;
+        t[P_TRIM][it] = t6 - t5;
+        t[P_TOTAL][it] = t6 - t0 - (t2b - t2);
+    }
+    printf("translate bench: %d Ingresses, %d Services, %d EndpointSlices, %d TLS Secrets; %d iterations; "
+           "%u round(s); document %zu bytes, md5 %s%s\n", n, n, n, n / 5, iters, rounds, doc_len, hash,
+           bad ? " (ERROR: broken objects, missing Ingresses or unstable output)" : "");
+    printf("  %-32s %10s %10s %10s %10s\n", "phase (ms)", "first", "median", "mean", "min");
+    for (int p = 0; p < P_NUM; p++) {
+        uint64_t first = t[p][0], sum = 0;
+        for (int i = 0; i < iters; i++)
+            sum += t[p][i];
+        qsort(t[p], (size_t)iters, sizeof(uint64_t), cmp_u64);
+        printf("  %-32s %10.1f %10.1f %10.1f %10.1f\n", pname[p], first / 1e6, t[p][iters / 2] / 1e6,
+               sum / 1e6 / iters, t[p][0] / 1e6);
+        free(t[p]);
+    }
+    printf("  RSS after the last sync (text kept, malloc_trim done): %ld kB\n", rss_kb);
+    cJSON_free(kept);
+    for (int k = 0; k < BK_NUM; k++)
+        lm__kcache_free(&caches[k]);
+    return bad;
+}
+
 int main(void)
 {
+    const char *b = getenv("LIMEN_TRANSLATE_BENCH");
+    if (b && b[0] == '1')
+        return bench();
     LM_RUN(test_ingress_class);
     LM_RUN(test_goldens);
     LM_RUN(test_unattributable);

@@ -23,13 +23,15 @@ void lm__vpush(lm_arena_t *a, lm__vec_t *v, void *p)
 
 /* ---- JSON -------------------------------------------------------------- */
 
+/* (the type tests inline: cJSON_IsObject is a call into the library, and
+ * this runs a few hundred thousand times per translation) */
 const cJSON *lm__jget(const cJSON *o, const char *key)
 {
-    if (!cJSON_IsObject(o))
+    if (o == NULL || (o->type & 0xFF) != cJSON_Object)
         return NULL;
     for (const cJSON *it = o->child; it; it = it->next)
         if (it->string && it->string[0] == key[0] && strcmp(it->string, key) == 0)
-            return cJSON_IsNull(it) ? NULL : it;
+            return (it->type & 0xFF) == cJSON_NULL ? NULL : it;
     return NULL;
 }
 
@@ -57,11 +59,13 @@ const char *lm__annotation(const cJSON *obj, const char *full_key)
 const char *lm__ann(const cJSON *obj, const char *name, const char **key)
 {
     const cJSON *anns = lm__jpath(obj, "metadata", "annotations");
+    if (anns == NULL || anns->child == NULL)
+        return NULL;
     char k[256];
-    snprintf(k, sizeof(k), LM__ANN_LIMEN "%s", name);
+    LM__JOIN_BUF(k, LM__ANN_LIMEN, name);
     const cJSON *v = lm__jget(anns, k);
     if (!cJSON_IsString(v)) {
-        snprintf(k, sizeof(k), LM__ANN_KONG "%s", name);
+        LM__JOIN_BUF(k, LM__ANN_KONG, name);
         v = lm__jget(anns, k);
     }
     if (!cJSON_IsString(v))
@@ -154,6 +158,21 @@ static int lm__b64val(unsigned char c)
     return -1;
 }
 
+/* lm__b64val as a table: 0..63, or 0xff for anything else */
+static const unsigned char *lm__b64tab(void)
+{
+    static unsigned char tab[256];
+    static bool made;
+    if (!made) {
+        for (int c = 0; c < 256; c++) {
+            int v = lm__b64val((unsigned char)c);
+            tab[c] = v < 0 ? 0xff : (unsigned char)v;
+        }
+        made = true;
+    }
+    return tab;
+}
+
 char *lm__b64(lm_arena_t *a, const char *in, size_t *len)
 {
     size_t n = strlen(in);
@@ -162,7 +181,20 @@ char *lm__b64(lm_arena_t *a, const char *in, size_t *len)
     unsigned acc = 0;
     int bits = 0;
     bool pad = false;
-    for (size_t i = 0; i < n; i++) {
+    /* the common case first: whole groups of 4 alphabet characters (what the
+     * API server sends); the rest (whitespace, padding, errors) below */
+    const unsigned char *tab = lm__b64tab(), *u = (const unsigned char *)in;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        unsigned v0 = tab[u[i]], v1 = tab[u[i + 1]], v2 = tab[u[i + 2]], v3 = tab[u[i + 3]];
+        if ((v0 | v1 | v2 | v3) & 0x80)
+            break;
+        unsigned v = (v0 << 18) | (v1 << 12) | (v2 << 6) | v3;
+        out[o++] = (char)(v >> 16);
+        out[o++] = (char)((v >> 8) & 0xff);
+        out[o++] = (char)(v & 0xff);
+    }
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)in[i];
         if (c == '\n' || c == '\r' || c == ' ')
             continue;
@@ -225,19 +257,79 @@ size_t lm__sort_unique(char **v, size_t n)
     return k;
 }
 
+/* a + b in the arena (no printf) */
+char *lm__cat(lm_arena_t *a, const char *x, const char *y)
+{
+    size_t nx = strlen(x), ny = strlen(y);
+    char *r = lm_arena_alloc(a, nx + ny + 1);
+    memcpy(r, x, nx);
+    memcpy(r + nx, y, ny + 1);
+    return r;
+}
+
+bool lm__join_buf(char *buf, size_t cap, const char *const *parts, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]);
+        if (o + l >= cap) {
+            buf[0] = '\0';
+            return false;
+        }
+        memcpy(buf + o, parts[i], l);
+        o += l;
+    }
+    buf[o] = '\0';
+    return true;
+}
+
+char *lm__join_arena(lm_arena_t *a, const char *const *parts, size_t n)
+{
+    size_t len[16], total = 0;
+    if (n > 16)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        total += len[i] = strlen(parts[i]);
+    char *r = lm_arena_alloc(a, total + 1), *p = r;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, parts[i], len[i]);
+        p += len[i];
+    }
+    *p = '\0';
+    return r;
+}
+
+char *lm__utoa(char *buf, unsigned long long v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
 /* ---- objects ----------------------------------------------------------- */
 
 static const struct {
     const char *kind, *api_version, *group;
     bool cluster;
+    const char *kind_tag, *group_tag; /* "k8s-kind:KIND", "k8s-group:GROUP" (NULL: core) */
 } lm__otypes[] = {
-    [LM__O_INGRESS] = { "Ingress", "networking.k8s.io/v1", "networking.k8s.io", false },
-    [LM__O_SERVICE] = { "Service", "v1", "", false },
-    [LM__O_SECRET] = { "Secret", "v1", "", false },
-    [LM__O_PLUGIN] = { "Plugin", "limen.dev/v1", "limen.dev", false },
-    [LM__O_CPLUGIN] = { "ClusterPlugin", "limen.dev/v1", "limen.dev", true },
-    [LM__O_CONSUMER] = { "Consumer", "limen.dev/v1", "limen.dev", false },
-    [LM__O_POLICY] = { "UpstreamPolicy", "limen.dev/v1", "limen.dev", false },
+    [LM__O_INGRESS] = { "Ingress", "networking.k8s.io/v1", "networking.k8s.io", false, "k8s-kind:Ingress",
+                        "k8s-group:networking.k8s.io" },
+    [LM__O_SERVICE] = { "Service", "v1", "", false, "k8s-kind:Service", NULL },
+    [LM__O_SECRET] = { "Secret", "v1", "", false, "k8s-kind:Secret", NULL },
+    [LM__O_PLUGIN] = { "Plugin", "limen.dev/v1", "limen.dev", false, "k8s-kind:Plugin", "k8s-group:limen.dev" },
+    [LM__O_CPLUGIN] = { "ClusterPlugin", "limen.dev/v1", "limen.dev", true, "k8s-kind:ClusterPlugin",
+                        "k8s-group:limen.dev" },
+    [LM__O_CONSUMER] = { "Consumer", "limen.dev/v1", "limen.dev", false, "k8s-kind:Consumer", "k8s-group:limen.dev" },
+    [LM__O_POLICY] = { "UpstreamPolicy", "limen.dev/v1", "limen.dev", false, "k8s-kind:UpstreamPolicy",
+                       "k8s-group:limen.dev" },
 };
 
 lm__obj_t *lm__obj_new(lm__tctx_t *ctx, int type, const cJSON *j)
@@ -259,11 +351,11 @@ lm__obj_t *lm__obj_new(lm__tctx_t *ctx, int type, const cJSON *j)
     } else {
         const char *ns = lm__jstr(md, "namespace");
         o->ns = (ns && ns[0]) ? ns : "default";
-        o->key = lm_arena_sprintf(ctx->a, "%s/%s", o->ns, name);
+        o->key = LM__JOIN(ctx->a, o->ns, "/", name);
     }
     const char *uid = lm__jstr(md, "uid");
     o->uid = uid ? uid : "";
-    char *full = lm_arena_sprintf(ctx->a, "%s/%s/%s", o->kind, o->ns, name);
+    char *full = LM__JOIN(ctx->a, o->kind, "/", o->ns, "/", name);
     if (lm_map_get(&ctx->objs, lm_str(full)))
         return NULL; /* the same object twice: the first one counts */
     lm_map_put(&ctx->objs, lm_str(full), o);
@@ -285,22 +377,33 @@ void lm__obj_tags(lm__tctx_t *ctx, lm__obj_t *o)
         return;
     o->tags = lm_arena_alloc(ctx->a, 6 * sizeof(char *));
     size_t n = 0;
-    o->tags[n++] = lm_arena_sprintf(ctx->a, "k8s-kind:%s", o->kind);
+    unsigned st = 0;
+    st |= 1u << n;
+    o->tags[n++] = (char *)lm__otypes[o->type].kind_tag;
     if (o->ns[0])
-        o->tags[n++] = lm_arena_sprintf(ctx->a, "k8s-namespace:%s", o->ns);
-    o->tags[n++] = lm_arena_sprintf(ctx->a, "k8s-name:%s", o->name);
+        o->tags[n++] = lm__cat(ctx->a, "k8s-namespace:", o->ns);
+    o->tags[n++] = lm__cat(ctx->a, "k8s-name:", o->name);
     if (o->uid[0] && !strchr(o->uid, ',') && !strchr(o->uid, '/'))
-        o->tags[n++] = lm_arena_sprintf(ctx->a, "k8s-uid:%s", o->uid);
-    if (o->group[0])
-        o->tags[n++] = lm_arena_sprintf(ctx->a, "k8s-group:%s", o->group);
-    o->tags[n++] = lm_arena_strdup(ctx->a, "k8s-version:v1");
+        o->tags[n++] = lm__cat(ctx->a, "k8s-uid:", o->uid);
+    if (lm__otypes[o->type].group_tag) {
+        st |= 1u << n;
+        o->tags[n++] = (char *)lm__otypes[o->type].group_tag;
+    }
+    st |= 1u << n;
+    o->tags[n++] = (char *)"k8s-version:v1";
     o->num_tags = n;
+    o->tags_static = st;
 }
 
+/* the literal tags are references (never copied, never freed); the rest copies */
 cJSON *lm__tags_json(lm__tctx_t *ctx, lm__obj_t *o)
 {
     lm__obj_tags(ctx, o);
-    return cJSON_CreateStringArray((const char *const *)o->tags, (int)o->num_tags);
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < o->num_tags; i++)
+        cJSON_AddItemToArray(a, (o->tags_static >> i) & 1 ? cJSON_CreateStringReference(o->tags[i])
+                                                           : cJSON_CreateString(o->tags[i]));
+    return a;
 }
 
 const char *lm__reason(const lm__obj_t *o)

@@ -331,6 +331,57 @@ static char *lm__multipart_field(const char *body, size_t len, lm_str_t ctype, c
     return NULL;
 }
 
+/*
+ * False only when the JSON text at p (which starts with '{') certainly has
+ * no top-level key `key`: cJSON_ParseWithLength would then either fail or
+ * give an object without it. A scan of the text instead of that parse (a
+ * document of several MB costs tens of ms to parse on the control loop);
+ * unsure (escapes or NUL in a key, unterminated text): true.
+ */
+static bool lm__maybe_top_key(const char *p, const char *end, const char *key)
+{
+    size_t klen = strlen(key);
+    int depth = 0;
+    bool expect_key = false;
+    while (p < end) {
+        char ch = *p;
+        if (ch == '"') {
+            const char *s = p + 1, *q = s;
+            for (;;) { /* the closing quote: one not escaped by an odd run of backslashes */
+                q = memchr(q, '"', (size_t)(end - q));
+                if (!q)
+                    return true;
+                size_t bs = 0;
+                while (q - bs > s && q[-1 - (ptrdiff_t)bs] == '\\')
+                    bs++;
+                if (!(bs & 1))
+                    break;
+                q++;
+            }
+            if (depth == 1 && expect_key) {
+                size_t n = (size_t)(q - s);
+                if (memchr(s, '\\', n) || memchr(s, '\0', n) || (n == klen && memcmp(s, key, klen) == 0))
+                    return true;
+            }
+            expect_key = false;
+            p = q + 1;
+            continue;
+        }
+        if (ch == '{' || ch == '[') {
+            depth++;
+            expect_key = ch == '{' && depth == 1;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth <= 0)
+                return false; /* the end of the top-level value: cJSON ignores what follows */
+            expect_key = false;
+        } else if (ch == ',' && depth == 1) {
+            expect_key = true;
+        }
+        p++;
+    }
+    return true;
+}
+
 static void lm__handle_post_config(lm_admin_conn_t *c, const lm_http1_request_t *h, char *body, size_t len)
 {
     lm_server_t *srv = c->l->srv;
@@ -359,7 +410,7 @@ static void lm__handle_post_config(lm_admin_conn_t *c, const lm_http1_request_t 
         size_t i = 0;
         while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
             i++;
-        if (i < len && body[i] == '{') {
+        if (i < len && body[i] == '{' && lm__maybe_top_key(body + i, body + len, "config")) {
             cJSON *j = cJSON_ParseWithLength(body, len);
             cJSON *cfg = j ? cJSON_GetObjectItemCaseSensitive(j, "config") : NULL;
             if (cfg && cJSON_IsString(cfg) && !cJSON_GetObjectItemCaseSensitive(j, "_format_version")) {

@@ -44,6 +44,8 @@ lm_target_state_t *lm_health_state_get(const char *upstream, const char *target,
         s->target = lm__xstrdup(target);
         s->address = lm__xstrdup(address);
         s->next = lm__reg_list;
+        if (lm__reg_list)
+            lm__reg_list->prev = s;
         lm__reg_list = s;
         lm_map_put(&lm__reg, (lm_str_t){ kcopy, k.len }, s);
     }
@@ -68,12 +70,12 @@ void lm_health_state_unref(lm_target_state_t *s)
         return;
     }
     lm_map_del(&lm__reg, (lm_str_t){ (const char *)(s + 1), strlen((const char *)(s + 1)) });
-    for (lm_target_state_t **pp = &lm__reg_list; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            break;
-        }
-    }
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        lm__reg_list = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
     pthread_mutex_unlock(&lm__reg_lock);
     lm__state_free(s);
 }

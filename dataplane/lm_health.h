@@ -74,7 +74,7 @@ typedef struct lm_target_state {
     bool probing;                   /* an active probe is queued or running (control thread only) */
     /* registry */
     long refs;                      /* under the registry mutex */
-    struct lm_target_state *next;
+    struct lm_target_state *next, *prev;
     char *upstream, *target, *address; /* "up", "host:port" as configured, "ip:port" */
 } lm_target_state_t;
 

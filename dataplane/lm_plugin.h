@@ -42,6 +42,7 @@ typedef struct {
     const lm_config_t *cfg;      /* the whole configuration (consumers, credentials, ...) */
     const lm_plugin_t *entity;   /* the plugin entity being configured */
     lm_schema_ctx_t sc;          /* where errors go (path "...plugins[1].config") */
+    bool needs_body;             /* set by lm_plugin_need_body (appended in ABI 1: the host allocates it) */
 } lm_plugin_cfg_ctx_t;
 
 typedef struct lm_plugin_ops {
@@ -65,6 +66,16 @@ typedef struct lm_plugin_ops {
  */
 void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size);
 void lm_plugin_shared_free_all(void); /* at exit */
+
+/*
+ * From configure: this instance's access phase reads the request body
+ * (lm_ctx_request_body, lm_ctx_body_field). A request whose chain holds such
+ * an instance has its whole body read before the access phase (after
+ * "100 Continue" when the client asked for it), up to LM_BODY_BUFFER_MAX
+ * bytes; the upstream then gets it from that buffer, with Content-Length.
+ * Chains without it stream bodies as before.
+ */
+void lm_plugin_need_body(lm_plugin_cfg_ctx_t *cc);
 
 /* Reports a configuration error on a field of the plugin's config ("minute",
  * or NULL for the config as a whole). */
@@ -99,6 +110,8 @@ void lm_plugin_unload_all(void);
  *
  * ABI version 1 is this header as it is: a change to lm_plugin_ops_t, to the
  * lm_ctx_* signatures or to lm_schema_field_t bumps LM_PLUGIN_ABI_VERSION.
+ * Added within version 1 (new functions, a field appended to the host-made
+ * lm_plugin_cfg_ctx_t): lm_plugin_need_body and the request body calls.
  */
 
 /* ---- request: read ------------------------------------------------------ */
@@ -133,6 +146,34 @@ bool lm_ctx_has_body(lm_ctx_t *ctx);
  */
 void lm_ctx_limit_body(lm_ctx_t *ctx, uint64_t max_bytes, const char *message);
 
+/*
+ * The request body, for instances that called lm_plugin_need_body (access
+ * phase and later): the whole body, de-chunked (request arena). {"", 0} when
+ * the request has no body. ptr NULL when it is not available: not asked for,
+ * or larger than LM_BODY_BUFFER_MAX (Kong's kong.request.get_raw_body fails
+ * the same way for a body nginx spooled to a file).
+ */
+#define LM_BODY_BUFFER_MAX ((size_t)1 << 20)
+lm_str_t lm_ctx_request_body(lm_ctx_t *ctx);
+/*
+ * A field of the body as Kong's kong.request.get_body() sees it, by
+ * Content-Type (prefix, case-insensitive):
+ *   application/x-www-form-urlencoded  name=value pairs split on '&', '+' and %XX decoded;
+ *                                      a bare "name" is LM_BODY_FIELD_OTHER (Lua true)
+ *   multipart/form-data                the part whose Content-Disposition has name="name"
+ *                                      (the last one when repeated, as lua-multipart)
+ *   application/json                   a member of the top-level object (strings
+ *                                      unescaped; the last one when repeated, as cjson)
+ * Returns LM_BODY_FIELD_NONE (absent, no usable body, other content type),
+ * LM_BODY_FIELD_STRING (*value set, request arena), LM_BODY_FIELD_MULTI (a
+ * repeated form argument, or a JSON object/array: Lua's table) or
+ * LM_BODY_FIELD_OTHER (a JSON number/boolean/null, a bare form argument).
+ */
+enum { LM_BODY_FIELD_NONE, LM_BODY_FIELD_STRING, LM_BODY_FIELD_MULTI, LM_BODY_FIELD_OTHER };
+int lm_ctx_body_field(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+/* Content-Type is one lm_ctx_body_field understands and the body is available. */
+bool lm_ctx_body_parsable(lm_ctx_t *ctx);
+
 const lm_route_t *lm_ctx_route(lm_ctx_t *ctx);     /* NULL before routing / no route */
 const lm_service_t *lm_ctx_service(lm_ctx_t *ctx); /* NULL when the route has none */
 const lm_config_t *lm_ctx_config(lm_ctx_t *ctx);
@@ -143,6 +184,12 @@ void lm_ctx_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
 void lm_ctx_remove_header(lm_ctx_t *ctx, lm_str_t name);
 /* Removes every query argument with this name from the upstream request. */
 void lm_ctx_remove_query_arg(lm_ctx_t *ctx, lm_str_t name);
+/* Replaces the body the upstream gets (sent with Content-Length); only when
+ * the body is available (lm_ctx_request_body ptr != NULL): false otherwise. */
+bool lm_ctx_set_request_body(lm_ctx_t *ctx, lm_str_t body);
+/* Removes every field `name` from a form or JSON body (the content types of
+ * lm_ctx_body_field), keeping the rest of it byte for byte. */
+void lm_ctx_remove_body_field(lm_ctx_t *ctx, lm_str_t name);
 
 /* ---- consumers and credentials ------------------------------------------ */
 const lm_consumer_t *lm_ctx_consumer(lm_ctx_t *ctx);

@@ -23,6 +23,7 @@ typedef struct {
     void *conf;
     uint32_t type;      /* index in lm_plugins[] */
     uint8_t protocols;  /* LM_PROTO_* */
+    bool needs_body;    /* configure called lm_plugin_need_body */
 } lm_plugin_inst_t;
 
 /* The instances that apply when no consumer is known, one per plugin type. */
@@ -30,6 +31,7 @@ typedef struct {
     const lm_plugin_inst_t **by_type; /* [num_types], NULL where none applies */
     const lm_plugin_inst_t **list;    /* the non-NULL ones, highest priority first */
     size_t n;
+    bool needs_body; /* some instance in list reads the request body */
 } lm_plugin_chain_t;
 
 enum { LM_CRED_KEYAUTH, LM_CRED_BASICAUTH, LM_CRED_JWT, LM_CRED_HMAC, LM_CRED_KINDS };
@@ -39,6 +41,7 @@ typedef struct {
     lm_plugin_inst_t *insts;
     size_t num_insts;
     bool has_consumer_scoped; /* some instance names a consumer: resolve again once one is known */
+    bool needs_body;          /* some instance reads the request body */
     lm_map_t scoped;          /* (type, route, service, consumer) -> instance */
     lm_plugin_chain_t global; /* global instances only: rewrite, and requests no route matched */
     lm_plugin_chain_t empty;

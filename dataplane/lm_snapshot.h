@@ -59,6 +59,7 @@ typedef struct lm_snapshot {
     lm_metrics_block_t *no_route_metrics;
     lm_plugin_rt_t plugins;
     bool plugins_built;
+    struct lm_snapshot *reap_next; /* in the reaper's queue (lm_snapshot_reaper_start) */
 } lm_snapshot_t;
 
 /*
@@ -78,6 +79,15 @@ static inline void lm_snapshot_ref(lm_snapshot_t *s)
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 void lm_snapshot_unref(lm_snapshot_t *s);
+
+/*
+ * Between start and stop, the last lm_snapshot_unref hands the snapshot to a
+ * reaper thread that frees it: freeing a large configuration (tens of ms)
+ * then never stalls a worker's loop or the control loop. stop frees what is
+ * still queued and joins the thread; later unrefs free inline again.
+ */
+void lm_snapshot_reaper_start(void);
+void lm_snapshot_reaper_stop(void);
 
 /* The metrics block of a route (created on first use; lock-free afterwards). */
 lm_metrics_block_t *lm_snapshot_route_metrics(lm_route_rt_t *rt);

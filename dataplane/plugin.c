@@ -16,6 +16,11 @@ void lm_plugin_error(lm_plugin_cfg_ctx_t *cc, const char *field, const char *fmt
     lm_schema_error(&cc->sc, field, "%s", msg);
 }
 
+void lm_plugin_need_body(lm_plugin_cfg_ctx_t *cc)
+{
+    cc->needs_body = true;
+}
+
 /* ---- shared state ---------------------------------------------------------- */
 
 typedef struct lm__shared {
@@ -137,6 +142,7 @@ static void lm__chain_alloc(lm_plugin_rt_t *rt, lm_arena_t *a, lm_plugin_chain_t
     ch->by_type = lm_arena_calloc(a, (rt->num_types + 1) * sizeof(*ch->by_type));
     ch->list = lm_arena_calloc(a, (rt->num_types + 1) * sizeof(*ch->list));
     ch->n = 0;
+    ch->needs_body = false;
 }
 
 void lm_plugin_rt_chain(lm_plugin_rt_t *rt, lm_arena_t *arena, const lm_route_t *route, lm_plugin_chain_t *out)
@@ -160,8 +166,10 @@ void lm_plugin_rt_chain(lm_plugin_rt_t *rt, lm_arena_t *arena, const lm_route_t 
     for (size_t t = 0; t < rt->num_types; t++) {
         const lm_plugin_inst_t *p = lm_plugin_rt_resolve(rt, (uint32_t)t, route, svc, NULL);
         out->by_type[t] = p;
-        if (p)
+        if (p) {
             out->list[out->n++] = p;
+            out->needs_body = out->needs_body || p->needs_body;
+        }
     }
 }
 
@@ -189,7 +197,7 @@ static void lm__cjson_free(void *p)
 
 /* schema + configure of one plugin entity */
 static int lm__compile_one(const lm_config_t *cfg, lm_arena_t *arena, const lm_plugin_t *p,
-                           const lm_plugin_ops_t *ops, void **conf, lm_config_errors_t *errs)
+                           const lm_plugin_ops_t *ops, void **conf, bool *needs_body, lm_config_errors_t *errs)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s.config", p->path ? p->path : "plugins");
@@ -207,6 +215,7 @@ static int lm__compile_one(const lm_config_t *cfg, lm_arena_t *arena, const lm_p
     *conf = NULL;
     if (ops->configure && ops->configure(&cc, norm, conf) != LM_OK)
         return LM_ERROR;
+    *needs_body = cc.needs_body;
     return LM_OK;
 }
 
@@ -288,7 +297,8 @@ int lm_plugin_rt_build(lm_plugin_rt_t *rt, const lm_config_t *cfg, lm_arena_t *a
             continue;
         }
         void *conf = NULL;
-        if (lm__compile_one(cfg, arena, p, ops, &conf, errs) != LM_OK) {
+        bool needs_body = false;
+        if (lm__compile_one(cfg, arena, p, ops, &conf, &needs_body, errs) != LM_OK) {
             rc = LM_ERROR;
             continue;
         }
@@ -299,6 +309,8 @@ int lm_plugin_rt_build(lm_plugin_rt_t *rt, const lm_config_t *cfg, lm_arena_t *a
         inst->ent = p;
         inst->conf = conf;
         inst->protocols = lm__protocols(p);
+        inst->needs_body = needs_body;
+        rt->needs_body = rt->needs_body || needs_body;
         const lm_plugin_ops_t *const *all = lm_plugin_all();
         for (uint32_t t = 0; t < rt->num_types; t++)
             if (all[t] == ops)
@@ -312,8 +324,10 @@ int lm_plugin_rt_build(lm_plugin_rt_t *rt, const lm_config_t *cfg, lm_arena_t *a
     for (size_t t = 0; t < rt->num_types; t++) {
         const lm_plugin_inst_t *p = lm__get(rt, (uint32_t)t, NULL, NULL, NULL);
         rt->global.by_type[t] = p;
-        if (p)
+        if (p) {
             rt->global.list[rt->global.n++] = p;
+            rt->global.needs_body = rt->global.needs_body || p->needs_body;
+        }
     }
     return rc;
 }

@@ -143,10 +143,48 @@ LM_TEST(test_config_errors_have_paths)
     lm_config_errors_free(&errs);
 }
 
+/* instances that read the body (lm_plugin_need_body) mark their chains; others stream */
+LM_TEST(test_needs_body)
+{
+    lm_config_errors_t errs;
+    lm_config_errors_init(&errs);
+    lm_config_t *cfg = lm__load("_format_version: \"3.0\"\n"
+                                "services:\n"
+                                "- name: s\n"
+                                "  url: http://x:1\n"
+                                "  routes:\n"
+                                "  - {name: a, paths: [/a], plugins: [{name: key-auth, config: {key_in_body: true}}]}\n"
+                                "  - {name: b, paths: [/b], plugins: [{name: key-auth}]}\n"
+                                "  - {name: c, paths: [/c], plugins: [{name: hmac-auth, config: {validate_request_body: true}}]}\n"
+                                "  - {name: d, paths: [/d], plugins: [{name: hmac-auth}]}\n",
+                                &errs);
+    LM_CHECK(cfg != NULL);
+    if (!cfg)
+        return;
+    lm_arena_t *a = lm_arena_create(0);
+    lm_plugin_rt_t rt;
+    LM_CHECK_EQ_INT(lm_plugin_rt_build(&rt, cfg, a, &errs), LM_OK);
+    LM_CHECK(rt.needs_body);
+    LM_CHECK(!rt.global.needs_body);
+    bool want[] = { true, false, true, false };
+    for (size_t i = 0; i < 4; i++) {
+        lm_plugin_chain_t ch;
+        lm_plugin_rt_chain(&rt, a, cfg->routes[i], &ch);
+        LM_CHECK_EQ_INT(ch.n, 1);
+        LM_CHECK(ch.needs_body == want[i]);
+        LM_CHECK(ch.list[0]->needs_body == want[i]);
+    }
+    lm_plugin_rt_free(&rt);
+    lm_arena_destroy(a);
+    lm_config_free(cfg);
+    lm_config_errors_free(&errs);
+}
+
 int main(void)
 {
     LM_RUN(test_precedence);
     LM_RUN(test_no_plugins);
     LM_RUN(test_config_errors_have_paths);
+    LM_RUN(test_needs_body);
     return lm_test_summary("plugin-runtime");
 }

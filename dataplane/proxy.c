@@ -30,6 +30,7 @@ static void lm__respond_error(lm_req_t *r, int status, const char *message);
 static void lm__conn_read_start(lm_conn_t *c);
 static void lm__resp_end_at_close(lm_req_t *r);
 static void lm__peer_release(lm_req_t *r);
+static void lm__body_feed(lm_req_t *r);
 
 
 
@@ -266,8 +267,12 @@ static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     c->len += (size_t)nread;
     if (r) {
         r->bytes_in += (size_t)nread;
-        if (!r->req_body_done)
-            lm__req_body_pump(r);
+        if (!r->req_body_done) {
+            if (LM__EXT(r)->body_state == LM__BODY_READING)
+                lm__body_feed(r);
+            else
+                lm__req_body_pump(r);
+        }
         return;
     }
     lm__conn_process(c);
@@ -549,6 +554,63 @@ static void lm__plugin_failed(lm_req_t *r)
     lm__respond_error(r, 500, "An unexpected error occurred");
 }
 
+static void lm__req_access(lm_req_t *r, lm_http1_request_t *h, lm_route_match_t *m, int status, const char *msg);
+
+/* ---- request bodies read whole for plugins (proxy_body.c) ---- */
+
+/* Some instance that may run for this request reads the body. */
+static bool lm__wants_body(lm_req_t *r)
+{
+    const lm_plugin_rt_t *rt = &r->ws->snap->plugins;
+    return r->chain->needs_body || (rt->has_consumer_scoped && rt->needs_body);
+}
+
+/* Reads what has arrived; once the body is whole (or a chunked one outgrew
+ * the cap) the access phase runs. */
+static void lm__body_feed(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    int rc = lm__body_take(r);
+    if (rc == LM_AGAIN) {
+        uv_timer_start(&r->c->timer, lm__conn_timeout, LM_CLIENT_BODY_TIMEOUT_MS, 0);
+        lm__conn_read_start(r->c);
+        return;
+    }
+    uv_timer_stop(&r->c->timer);
+    if (rc == LM_ERROR) {
+        x->body_state = LM__BODY_NONE;
+        lm__respond_error(r, 400, NULL);
+        return;
+    }
+    lm__req_access(r, x->held_h, x->held_m, 0, NULL);
+}
+
+/* Starts reading the body before the access phase; h and m are kept in the
+ * arena (h lives on the caller's stack) for when it is complete. */
+static void lm__body_wait(lm_req_t *r, lm_http1_request_t *h, lm_route_match_t *m)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    if (r->req_body == LM_BODY_LENGTH && r->req_left > LM_BODY_BUFFER_MAX) {
+        x->body_state = LM__BODY_OVER; /* plugins see no body; it streams as usual */
+        lm__req_access(r, h, m, 0, NULL);
+        return;
+    }
+    x->held_h = lm_arena_alloc(r->arena, sizeof(*h));
+    *x->held_h = *h;
+    x->held_h->headers = lm_arena_alloc(r->arena, (h->num_headers + 1) * sizeof(*h->headers));
+    memcpy(x->held_h->headers, h->headers, h->num_headers * sizeof(*h->headers));
+    x->held_m = lm_arena_alloc(r->arena, sizeof(*m));
+    *x->held_m = *m;
+    x->body_state = LM__BODY_READING;
+    if (r->expect_continue) { /* the client waits for it before it sends the body */
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
+        r->expect_continue = false;
+        lm__client_write(r, &b, 1, false);
+    }
+    lm__body_feed(r);
+}
+
 /* Returns after the request is either answered or handed to an upstream. */
 static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
 {
@@ -627,24 +689,49 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
             status = 502;
         } else {
             r->chain = &r->rrt->chain;
-            if (r->chain->n || snap->plugins.has_consumer_scoped) {
-                int prc = r->exited ? LM_PLUGIN_DONE : lm_ctx_run_access(r);
-                if (prc == LM_ERROR && !r->exited) {
-                    lm__plugin_failed(r);
-                    return;
-                }
+            if (!r->req_body_done && !r->exited && lm__wants_body(r)) {
+                lm__body_wait(r, h, &m);
+                return;
             }
-            if (!r->exited) {
-                if (r->srt->bal->algo == LM_LB_CONSISTENT_HASHING)
-                    lm_balancer_prepare(r->srt->bal, &x->pick, (lm_ctx_t *)r, &m, lm_worker_random(w),
-                                        lm_worker_random(w));
-                r->peer = lm__pick_peer(r);
-                if (r->peer) {
-                    lm__build_upstream_head(r, h, &m);
-                } else { /* every target unhealthy, or the upstream below its threshold */
-                    status = 503;
-                    msg = "failure to get a peer from the ring-balancer";
-                }
+        }
+    }
+    lm__req_access(r, h, &m, status, msg);
+}
+
+/* After routing (status 0) or a refusal (status, msg): the access phase,
+ * the balancer and the upstream head, or the answer. */
+static void lm__req_access(lm_req_t *r, lm_http1_request_t *h, lm_route_match_t *m, int status, const char *msg)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_conn_t *c = r->c;
+    lm_worker_t *w = r->w;
+    lm_snapshot_t *snap = r->ws->snap;
+    if (!status) {
+        if (r->chain->n || snap->plugins.has_consumer_scoped) {
+            int prc = r->exited ? LM_PLUGIN_DONE : lm_ctx_run_access(r);
+            if (prc == LM_ERROR && !r->exited) {
+                lm__plugin_failed(r);
+                return;
+            }
+        }
+        if (x->body_state == LM__BODY_READY || x->body_state == LM__BODY_PARTIAL) {
+            /* request-size-limiting on a body read here: the pump does not see it */
+            r->body_seen = x->body_len;
+            if (!r->exited && r->body_limit && x->body_len > r->body_limit) {
+                status = 413;
+                msg = r->body_limit_msg ? r->body_limit_msg : "Request size limit exceeded";
+            }
+        }
+        if (!r->exited && !status) {
+            if (r->srt->bal->algo == LM_LB_CONSISTENT_HASHING)
+                lm_balancer_prepare(r->srt->bal, &x->pick, (lm_ctx_t *)r, m, lm_worker_random(w),
+                                    lm_worker_random(w));
+            r->peer = lm__pick_peer(r);
+            if (r->peer) {
+                lm__build_upstream_head(r, h, m);
+            } else { /* every target unhealthy, or the upstream below its threshold */
+                status = 503;
+                msg = "failure to get a peer from the ring-balancer";
             }
         }
     }
@@ -658,7 +745,7 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
 
     /* a chunked body that is already here is checked before anything is
      * forwarded, so a malformed one never reaches the upstream */
-    if (!status && r->req_body == LM_BODY_CHUNKED && c->len) {
+    if (!status && r->req_body == LM_BODY_CHUNKED && c->len && x->body_state == LM__BODY_NONE) {
         char *scratch = lm_arena_alloc(r->arena, c->len);
         memcpy(scratch, c->buf, c->len);
         lm_chunked_t d;
@@ -1011,8 +1098,13 @@ static void lm__resp_pump(lm_req_t *r)
     }
     x->resp_inflight = piece;
     r->bytes_out += piece;
-    if (n == 0)
+    if (n == 0) {
+        /* nothing to send, e.g. a last chunk read on its own for a client that
+         * is not sent chunked: no write completion will end the request */
+        if (r->resp_done && r->writes_pending == 0)
+            lm__req_finish(r);
         return;
+    }
     x->resp_writing = true;
     /* until the client takes this piece we wait for it, not for the upstream
      * (read_timeout is re-armed when the write completes) */

@@ -217,6 +217,12 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
         LM__SB_LIT(&b, "1.0 limen\r\n");
     else
         LM__SB_LIT(&b, "1.1 limen\r\n");
+    if (LM__EXT(r)->body_state == LM__BODY_READY || LM__EXT(r)->body_state == LM__BODY_PARTIAL) {
+        lm__body_head_end(&b, r); /* read whole for plugins: it follows the head */
+        r->up_head = b.p;
+        r->up_head_len = b.len;
+        return;
+    }
     if (r->req_body == LM_BODY_LENGTH) {
         LM__SB_LIT(&b, "Content-Length: ");
         lm__sb_u64(&b, r->req_left);

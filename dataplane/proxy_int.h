@@ -1,7 +1,8 @@
 /*
- * proxy_int.h - shared by proxy.c (connections, request and response flow)
- * and proxy_head.c (the upstream request head, path normalisation). Nothing
- * else includes it.
+ * proxy_int.h - shared by proxy.c (connections, request and response flow),
+ * proxy_head.c (the upstream request head, path normalisation) and
+ * proxy_body.c (request bodies read whole for plugins). Nothing else
+ * includes it.
  */
 #ifndef LM_PROXY_INT_H
 #define LM_PROXY_INT_H
@@ -24,8 +25,24 @@ typedef struct {
     const char *request_id;     /* the client's X-Request-Id when it does not fit r->request_id */
     lm_pick_t pick;             /* balancer: the address picked, those tried (lm_balancer.h) */
     size_t host_off, host_len;  /* the peer's Host value inside up_head (0 length: preserve_host) */
+    /* request body read whole for plugins (proxy_body.c); LM__BODY_NONE: it streams */
+    uint8_t body_state;
+    char *body;                 /* de-chunked body (request arena) */
+    size_t body_len, body_cap;
+    lm_http1_request_t *held_h; /* the parsed head and route match kept while the body is read */
+    lm_route_match_t *held_m;
 } lm__req_ext_t;
 #define LM__EXT(r) ((lm__req_ext_t *)(r))
+
+enum {
+    LM__BODY_NONE,    /* not read for plugins: streams (the hot path) */
+    LM__BODY_READING, /* being read into x->body; the access phase waits */
+    LM__BODY_READY,   /* whole in x->body: sent after the head with Content-Length */
+    LM__BODY_PARTIAL, /* chunked, grew past LM_BODY_BUFFER_MAX: x->body goes out as the
+                         first chunk, the rest streams; plugins see no body */
+    LM__BODY_OVER,    /* Content-Length over LM_BODY_BUFFER_MAX: nothing read, it streams;
+                         plugins see no body */
+};
 
 /* Appends s to the buffer being built (arena-grown). */
 typedef struct {
@@ -75,5 +92,13 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
 lm_str_t lm__normalize_path(lm_arena_t *a, lm_str_t p);
 void lm__retarget_head(lm_req_t *r);
 void lm__relocate_head(lm_req_t *r, const char *buf, size_t len, lm_http1_request_t *h);
+
+/* proxy_body.c */
+/* Moves body bytes from the client buffer into x->body: LM_AGAIN (more to
+ * come), LM_OK (READY, or PARTIAL when a chunked body outgrew the cap) or
+ * LM_ERROR (malformed chunked body). */
+int lm__body_take(lm_req_t *r);
+/* Ends the upstream head (framing, blank line) with the buffered body. */
+void lm__body_head_end(lm__sb_t *b, lm_req_t *r);
 
 #endif

@@ -749,6 +749,7 @@ int lm_server_run(const lm_server_opts_t *opts)
             return 1;
         }
     }
+    lm_snapshot_reaper_start();
     srv->loop = uv_default_loop();
     srv->num_workers = srv->opts.workers;
     srv->workers = calloc((size_t)srv->num_workers, sizeof(lm_worker_t));
@@ -836,6 +837,7 @@ out:
     if (srv->current)
         lm_snapshot_unref(srv->current);
     srv->current = NULL;
+    lm_snapshot_reaper_stop(); /* every snapshot freed before plugins, metrics and health state go */
     free(srv->workers);
     lm_trusted_free(srv);
     lm_plugin_shared_free_all();

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
@@ -160,7 +161,8 @@ static lm_balancer_t *lm__compile_upstream(lm_snapshot_t *s, lm_map_t *cache, co
     return b;
 }
 
-static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_service_t *svc, lm_svc_rt_t *rt)
+static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_map_t *ups, const lm_service_t *svc,
+                                lm_svc_rt_t *rt)
 {
     lm_arena_t *a = s->arena;
     rt->svc = svc;
@@ -171,7 +173,8 @@ static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_serv
         rt->unsupported_protocol = true; /* TLS and gRPC upstreams come with the protocols work */
         default_port = 443;
     }
-    const lm_upstream_t *up = lm_config_find_upstream(s->cfg, svc->host);
+    /* lm_config_find_upstream's answer (the first upstream by name or id), from the map */
+    const lm_upstream_t *up = svc->host ? lm_map_get(ups, lm_str(svc->host)) : NULL;
     if (up) {
         rt->bal = s->balancers[up->index];
         if (rt->bal->num_peers == 0)
@@ -240,8 +243,18 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
     }
     s->num_services = cfg->num_services;
     s->services = lm_arena_calloc(s->arena, (cfg->num_services + 1) * sizeof(*s->services));
+    lm_map_t ups; /* upstreams by name and by id, the first one wins as in lm_config_find_upstream */
+    lm_map_init(&ups);
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        lm_upstream_t *u = cfg->upstreams[i];
+        if (u->name && !lm_map_get(&ups, lm_str(u->name)))
+            lm_map_put(&ups, lm_str(u->name), u);
+        if (u->id && !lm_map_get(&ups, lm_str(u->id)))
+            lm_map_put(&ups, lm_str(u->id), u);
+    }
     for (size_t i = 0; i < cfg->num_services; i++)
-        lm__compile_service(s, &cache, cfg->services[i], &s->services[i]);
+        lm__compile_service(s, &cache, &ups, cfg->services[i], &s->services[i]);
+    lm_map_free(&ups);
     lm_map_free(&cache);
 
     s->num_routes = cfg->num_routes;
@@ -283,10 +296,74 @@ lm_snapshot_t *lm_snapshot_empty(void)
     return s;
 }
 
+static void lm__snapshot_free(lm_snapshot_t *s);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool on;
+    lm_snapshot_t *head;
+} lm__reaper = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void *lm__reaper_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&lm__reaper.mu);
+    for (;;) {
+        lm_snapshot_t *s = lm__reaper.head;
+        if (s) {
+            lm__reaper.head = s->reap_next;
+            pthread_mutex_unlock(&lm__reaper.mu);
+            lm__snapshot_free(s);
+            pthread_mutex_lock(&lm__reaper.mu);
+        } else if (lm__reaper.on) {
+            pthread_cond_wait(&lm__reaper.cv, &lm__reaper.mu);
+        } else {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lm__reaper.mu);
+    return NULL;
+}
+
+void lm_snapshot_reaper_start(void)
+{
+    pthread_mutex_lock(&lm__reaper.mu);
+    if (!lm__reaper.on && pthread_create(&lm__reaper.thread, NULL, lm__reaper_main, NULL) == 0)
+        lm__reaper.on = true;
+    pthread_mutex_unlock(&lm__reaper.mu);
+}
+
+void lm_snapshot_reaper_stop(void)
+{
+    pthread_mutex_lock(&lm__reaper.mu);
+    bool was_on = lm__reaper.on;
+    lm__reaper.on = false;
+    pthread_cond_signal(&lm__reaper.cv);
+    pthread_mutex_unlock(&lm__reaper.mu);
+    if (was_on)
+        pthread_join(lm__reaper.thread, NULL); /* it empties the queue before leaving */
+}
+
 void lm_snapshot_unref(lm_snapshot_t *s)
 {
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    pthread_mutex_lock(&lm__reaper.mu);
+    if (lm__reaper.on) {
+        s->reap_next = lm__reaper.head; /* order does not matter */
+        lm__reaper.head = s;
+        pthread_cond_signal(&lm__reaper.cv);
+        pthread_mutex_unlock(&lm__reaper.mu);
+        return;
+    }
+    pthread_mutex_unlock(&lm__reaper.mu);
+    lm__snapshot_free(s);
+}
+
+static void lm__snapshot_free(lm_snapshot_t *s)
+{
     if (s->router)
         lm_router_free(s->router);
     if (s->plugins_built)

@@ -223,6 +223,9 @@ echo "traffic during the apply: $(awk '/requests in/ {print $1" requests"}' "$B/
 sleep 0.5
 curl -sf -H 'Host: host-9999.example.com' "http://127.0.0.1:$LM_PORT/api/v1/resource-9999" >/dev/null && echo "a route of the new config answers"
 echo "limen RSS with the 10k config: $(rss "$LM_PID") KiB"
+echo
+echo "== POST /config at Kubernetes scale (tools/bench_apply.py: 5,000 Ingresses, 1,000 certificates, idle, 1 worker) =="
+python3 tools/bench_apply.py --repeat "${BENCH_APPLY_REPEAT:-10}" | tail -3
 
 echo
 echo "== route matching (in-process, build/bench/router_bench) =="

@@ -1,25 +1,32 @@
 /*
  * key_auth.c - the key-auth plugin (Kong 3.x): authenticates a request by an
- * API key found in a header or a query argument named by config.key_names,
- * looked up in the snapshot's keyauth_credentials index.
+ * API key found in a header, a query argument or a body field named by
+ * config.key_names, looked up in the snapshot's keyauth_credentials index.
  *
  * Behaviour (Kong's handler, facts only):
  *   - per key name, in order: the header (key_in_header), else the query
- *     argument (key_in_query); the first name that yields a string wins;
- *   - a header sent twice or an argument given twice: 401 "Duplicate API key found";
- *     a bare "?apikey" is not a key (the next name is tried);
+ *     argument (key_in_query), else the body field (key_in_body: urlencoded,
+ *     multipart or JSON body, kong.request.get_body); the first name that
+ *     yields a string wins;
+ *   - a header sent twice, an argument given twice, a repeated urlencoded
+ *     field or a JSON object/array: 401 "Duplicate API key found";
+ *     a bare "?apikey" is not a key (the body is not looked at for that name,
+ *     the next name is tried), nor is a JSON number/boolean/null;
  *   - no key, or an empty one: 401 "No API key found in request";
  *   - unknown key: 401 "Unauthorized";
  *   - every 401 carries WWW-Authenticate: Key realm="<realm>" (just "Key"
  *     when no realm is configured);
  *   - a key name with '_' also matches a header spelled with '-' (OpenResty's
  *     header table lookup), the exact spelling first;
- *   - hide_credentials removes the header and the query argument of that name;
+ *   - hide_credentials removes the header and the query argument of that name
+ *     and, with key_in_body, the body field of that name (wherever the key
+ *     was found; the upstream gets the body with a new Content-Length);
  *   - anonymous: a failure becomes the anonymous consumer; a request already
  *     authenticated by a credential skips the plugin (logical OR);
  *   - run_on_preflight = false lets OPTIONS through untouched.
- * key_in_body needs the request body, which plugins cannot read yet: refused
- * at configure time.
+ * key_in_body asks for the request body (lm_plugin_need_body): read whole up
+ * to LM_BODY_BUFFER_MAX; a larger one has no key in it (Kong: a body nginx
+ * spooled to a file gives get_body an error, which key-auth treats as empty).
  */
 #include "auth_common.h"
 
@@ -35,7 +42,7 @@ typedef struct {
 typedef struct {
     lm__key_name_t *names;
     size_t num_names;
-    bool hide_credentials, in_header, in_query, run_on_preflight;
+    bool hide_credentials, in_header, in_query, in_body, run_on_preflight;
     const char *anonymous; /* consumer id or username, or NULL */
     const char *www;       /* "WWW-Authenticate: ...\r\n" */
 } lm__key_auth_conf_t;
@@ -97,11 +104,6 @@ static int lm__key_auth_configure(lm_plugin_cfg_ctx_t *cc, const cJSON *conf, vo
             kn->alt = lm_str(alt);
         }
     }
-    if (lm_schema_bool(conf, "key_in_body")) {
-        lm_plugin_error(cc, "key_in_body",
-                        "key_in_body = true is not supported yet by Limen (plugins cannot read the request body)");
-        ok = false;
-    }
     ok = lm_auth_check_str(cc, conf, "anonymous", false) && ok;
     ok = lm_auth_check_str(cc, conf, "realm", true) && ok;
     if (!ok)
@@ -109,6 +111,9 @@ static int lm__key_auth_configure(lm_plugin_cfg_ctx_t *cc, const cJSON *conf, vo
     c->hide_credentials = lm_schema_bool(conf, "hide_credentials");
     c->in_header = lm_schema_bool(conf, "key_in_header");
     c->in_query = lm_schema_bool(conf, "key_in_query");
+    c->in_body = lm_schema_bool(conf, "key_in_body");
+    if (c->in_body)
+        lm_plugin_need_body(cc);
     c->run_on_preflight = lm_schema_bool(conf, "run_on_preflight");
     c->anonymous = lm_schema_str(conf, "anonymous");
     c->www = lm_auth_www_authenticate(cc->arena, "Key", lm_schema_str(conf, "realm"));
@@ -238,6 +243,7 @@ static int lm__key_auth_authenticate(lm_ctx_t *ctx, const lm__key_auth_conf_t *c
             return LM_ERROR;
         }
         found = n == 1;
+        bool seen = found; /* Kong's `v` is set (even to a non-string): later places are not looked at */
         if (!found && c->in_query) {
             lm_str_t enc = LM_STR_NULL;
             int q = lm__query_find(lm_ctx_raw_query(ctx), kn->name, &enc);
@@ -249,12 +255,23 @@ static int lm__key_auth_authenticate(lm_ctx_t *ctx, const lm__key_auth_conf_t *c
                 key = lm__qdecode(ctx, enc);
                 found = true;
             }
+            seen = q != LM__Q_NONE;
+        }
+        if (!seen && c->in_body) {
+            int b = lm_ctx_body_field(ctx, kn->name, &key);
+            if (b == LM_BODY_FIELD_MULTI) {
+                *msg = LM__ERR_DUPLICATE;
+                return LM_ERROR;
+            }
+            found = b == LM_BODY_FIELD_STRING;
         }
         if (found && c->hide_credentials) {
             lm_ctx_remove_query_arg(ctx, kn->name);
             lm_ctx_remove_header(ctx, kn->name);
             if (hname.ptr != kn->name.ptr)
                 lm_ctx_remove_header(ctx, hname);
+            if (c->in_body)
+                lm_ctx_remove_body_field(ctx, kn->name);
         }
     }
     if (!found || key.len == 0) {

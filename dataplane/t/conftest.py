@@ -37,6 +37,7 @@ class Upstream:
     """Paths:
       /echo/...         200 JSON: method, path, headers (list), body length and sha256
       /bytes/N          200 with N bytes (Content-Length); ?chunked=1 for chunked; ?close=1 close-delimited
+                        ?chunked=1&lastdelay=MS: the last chunk MS ms after the data
       /sleep/MS         sleeps MS ms then answers 200
       /status/N         answers status N (no body for 204/304)
       /die-mid/N        promises N bytes, sends half, closes
@@ -185,6 +186,8 @@ class Upstream:
                     left -= len(c)
                     await writer.drain()
                 if params.get("chunked"):
+                    if params.get("lastdelay"):  # the last chunk on its own, after the data
+                        await asyncio.sleep(int(params["lastdelay"]) / 1000.0)
                     writer.write(b"0\r\n\r\n")
             return not params.get("close")
         if path.startswith("/sleep/"):

@@ -221,7 +221,9 @@ def check(cfg):
 def test_config_errors():
     base = '_format_version: "3.0"\nplugins:\n- name: hmac-auth\n  config: %s\n'
     rc, out = check(base % "{validate_request_body: true}")
-    assert rc == 1 and "plugins[0].config.validate_request_body" in out and "not supported yet" in out, out
+    assert rc == 0, out
+    rc, out = check(base % "{validate_request_body: 1}")
+    assert rc == 1 and "plugins[0].config.validate_request_body" in out, out
     rc, out = check(base % "{clock_skew: 0}")
     assert rc == 1 and "plugins[0].config.clock_skew" in out, out
     rc, out = check(base % "{algorithms: [hmac-md5]}")
@@ -249,3 +251,130 @@ def test_request_line_has_the_http_version(env):
            f"Authorization: {authz('bob', 'hmac-sha256', 'date request-line', sig)}\r\n\r\n").encode()
     out = env.lm.raw(req)
     assert out.startswith(b"HTTP/1.1 200"), out[:200]
+
+
+# ---- validate_request_body (the body read whole for the plugin) -----------------
+
+from httpraw import RawConn
+
+BODY_CONFIG = """_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:{P}
+  routes:
+  - {{name: body, paths: ["/body"], plugins: [{{name: hmac-auth, config: {{validate_request_body: true}}}}]}}
+  - {{name: nobody, paths: ["/nobody"], plugins: [{{name: hmac-auth}}]}}
+consumers:
+- username: bob-consumer
+  hmacauth_credentials:
+  - {{username: bob, secret: bob-secret}}
+"""
+
+
+@pytest.fixture(scope="module")
+def benv():
+    with running(lambda port: BODY_CONFIG.format(P=port)) as e:
+        yield e
+
+
+def digest(body):
+    return "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+def bpost(benv, target, body, dig=None, names=("date", "request-line", "digest")):
+    extra = {"Digest": dig} if dig is not None else {}
+    hdrs = signed("POST", target, names=names, extra=extra)
+    st, h, data = benv.lm.request("POST", target, headers=hdrs, body=body)
+    return st, json.loads(data)
+
+
+def test_body_digest_ok(benv):
+    body = b'{"amount": 10}'
+    st, j = bpost(benv, "/body/pay", body, digest(body))
+    assert st == 200, j
+    assert j["body_len"] == len(body) and j["body_sha256"] == hashlib.sha256(body).hexdigest()
+    hs = {k.lower(): v for k, v in j["headers"]}
+    assert hs["x-consumer-username"] == "bob-consumer" and hs["digest"] == digest(body)
+
+
+def test_body_digest_mismatch(benv):
+    body = b"amount=10"
+    st, j = bpost(benv, "/body/pay", body, digest(b"amount=1000"))  # body modified after signing
+    assert st == 401 and j["message"] == NOT_SAME
+    st, j = bpost(benv, "/body/pay", body, "SHA-256=bogus")
+    assert st == 401 and j["message"] == NOT_SAME
+    st, j = bpost(benv, "/body/pay", body, digest(body).replace("SHA-256", "sha-256"))  # compared exactly
+    assert st == 401 and j["message"] == NOT_SAME
+
+
+def test_body_digest_missing(benv):
+    st, j = bpost(benv, "/body/pay", b"amount=10", None, names=("date", "request-line"))
+    assert st == 401 and j["message"] == NOT_SAME
+    # no Digest and no body is fine (Kong: body == "")
+    hdrs = signed("GET", "/body/get")
+    st, _, data = benv.lm.request("GET", "/body/get", headers=hdrs)
+    assert st == 200
+    st, j = bpost(benv, "/body/empty", b"", None, names=("date", "request-line"))
+    assert st == 200, j
+
+
+def test_body_digest_need_not_be_signed(benv):
+    # Kong does not require Digest among the signed headers (enforce_headers can)
+    body = b"x=1"
+    st, j = bpost(benv, "/body/pay", body, digest(body), names=("date", "request-line"))
+    assert st == 200, j
+
+
+def test_signature_checked_before_digest(benv):
+    body = b"x=1"
+    hdrs = signed("POST", "/body/pay", names=("date", "request-line", "digest"), extra={"Digest": digest(body)})
+    hdrs["Digest"] = digest(b"x=2")  # signed one value, sent another
+    st, _, data = benv.lm.request("POST", "/body/pay", headers=hdrs, body=b"x=2")
+    assert st == 401 and json.loads(data)["message"] == NOT_SAME
+
+
+def test_body_digest_chunked(benv):
+    body = b"c" * 70000
+    hdrs = signed("POST", "/body/chunk", extra={"Digest": digest(body)}, names=("date", "request-line", "digest"))
+    head = "POST /body/chunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + \
+        "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    data = b"".join(b"%x\r\n" % len(body[i:i + 10000]) + body[i:i + 10000] + b"\r\n"
+                    for i in range(0, len(body), 10000)) + b"0\r\n\r\n"
+    with RawConn(benv.lm.port) as c:
+        c.send(head.encode() + data)
+        r = c.read_response()
+        assert r.status == 200, r.body
+        j = json.loads(r.body)
+        assert j["body_len"] == len(body) and j["body_sha256"] == hashlib.sha256(body).hexdigest()
+        hs = {k.lower(): v for k, v in j["headers"]}
+        assert hs["content-length"] == str(len(body)) and "transfer-encoding" not in hs
+
+
+def test_body_over_cap_fails(benv):
+    body = b"o" * ((1 << 20) + 1)
+    hdrs = signed("POST", "/body/big", extra={"Digest": digest(body)}, names=("date", "request-line", "digest"))
+    head = "POST /body/big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body) + \
+        "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    with RawConn(benv.lm.port) as c:
+        c.send(head.encode() + body[:4096])
+        r = c.read_response()
+        assert r.status == 401 and json.loads(r.body)["message"] == NOT_SAME
+
+
+def test_expect_continue_with_digest(benv):
+    body = b"e=1"
+    hdrs = signed("POST", "/body/exp", extra={"Digest": digest(body)}, names=("date", "request-line", "digest"))
+    head = "POST /body/exp HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n" + \
+        "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    with RawConn(benv.lm.port) as c:
+        c.send(head.encode())
+        assert c.read_response().status == 100
+        c.send(body)
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["body_len"] == 3
+
+
+def test_without_validation_body_streams(benv):
+    body = b"s" * 30000
+    st, _, data = benv.lm.request("POST", "/nobody/x", headers=signed("POST", "/nobody/x"), body=body)
+    assert st == 200 and json.loads(data)["body_len"] == len(body)

@@ -250,3 +250,52 @@ def test_http10_keepalive_client_chunked_upstream(env):
         r = c.read_response(keep_body=False)
         assert r.status == 200 and r.framing == "close" and r.body_len == 100000
         assert r.headers.get("connection", "").lower() == "close"
+
+
+# The upstream's last chunk read on its own, after the data before it was
+# written to the client, carries nothing for a client that is not sent chunked;
+# it must still end the request (and close the HTTP/1.0 connection) at once.
+H10_KEEPALIVE = b"GET %s HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+H11_CLOSE = b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+
+
+def _chunked_ends_and_closes(port, req, n, path):
+    with RawConn(port, timeout=5) as c:
+        t0 = time.time()
+        c.send(req % path.encode())
+        r = c.read_response(keep_body=False)
+        assert r.status == 200 and r.body_len == n and not r.truncated
+        assert r.headers.get("connection", "").lower() == "close"
+        assert r.framing == ("close" if b"HTTP/1.0" in req else "chunked")
+        assert c.closed_by_peer(timeout=3)
+        assert time.time() - t0 < 3
+
+
+@pytest.mark.parametrize("req", [H10_KEEPALIVE, H11_CLOSE], ids=["http10-keepalive", "http11-close"])
+@pytest.mark.parametrize("n", [1, 100000])
+def test_chunked_upstream_last_chunk_alone(env, req, n):
+    _chunked_ends_and_closes(env.lm.port, req, n, f"/bytes/{n}?chunked=1&lastdelay=100")
+
+
+def test_http11_keepalive_chunked_upstream_last_chunk_alone(env):
+    with RawConn(env.lm.port, timeout=5) as c:
+        c.send(b"GET /bytes/100000?chunked=1&lastdelay=100 HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = c.read_response(keep_body=False)
+        assert r.status == 200 and r.framing == "chunked" and r.body_len == 100000 and not r.truncated
+        c.send(b"GET /echo/next HTTP/1.1\r\nHost: a\r\n\r\n")
+        nxt = c.read_response()
+        assert nxt.status == 200 and json.loads(nxt.body)["path"] == "/echo/next"
+
+
+@pytest.mark.parametrize("req", [H10_KEEPALIVE, H11_CLOSE], ids=["http10-keepalive", "http11-close"])
+def test_chunked_upstream_first_request_after_start(req):
+    """A fresh proxy and upstream, the request sent as soon as the proxy answers."""
+    up = Upstream(name="up").start()
+    try:
+        lm = Limen(simple_config(up.port), workers=1).start()
+        try:
+            _chunked_ends_and_closes(lm.port, req, 100000, "/bytes/100000?chunked=1")
+        finally:
+            lm.stop()
+    finally:
+        up.stop()
