@@ -71,6 +71,18 @@ static inline bool lm_str_has_prefix(lm_str_t s, lm_str_t prefix)
     return s.len >= prefix.len && memcmp(s.ptr, prefix.ptr, prefix.len) == 0;
 }
 
+/* The value of a hexadecimal digit, or -1. */
+static inline int lm_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static inline char lm_tolower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;

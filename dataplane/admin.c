@@ -230,14 +230,6 @@ static void lm__apply_done(lm_apply_t *a, void *ctx)
     lm__respond_json(c, 201, j);
 }
 
-static int lm__hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes application/x-www-form-urlencoded field `name` into a new buffer. */
 static char *lm__form_field(const char *body, size_t len, const char *name, size_t *out_len)
 {
@@ -253,8 +245,8 @@ static char *lm__form_field(const char *body, size_t len, const char *name, size
             for (size_t k = i + nl + 1; k < end; k++) {
                 if (body[k] == '+') {
                     out[o++] = ' ';
-                } else if (body[k] == '%' && k + 2 < end && lm__hexval(body[k + 1]) >= 0 && lm__hexval(body[k + 2]) >= 0) {
-                    out[o++] = (char)(lm__hexval(body[k + 1]) * 16 + lm__hexval(body[k + 2]));
+                } else if (body[k] == '%' && k + 2 < end && lm_hexval(body[k + 1]) >= 0 && lm_hexval(body[k + 2]) >= 0) {
+                    out[o++] = (char)(lm_hexval(body[k + 1]) * 16 + lm_hexval(body[k + 2]));
                     k += 2;
                 } else {
                     out[o++] = body[k];

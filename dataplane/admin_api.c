@@ -184,14 +184,6 @@ typedef struct {
     size_t n;
 } lm__path_t;
 
-static int lm__hexv(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 static bool lm__split(lm_str_t p, lm__path_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -209,8 +201,8 @@ static bool lm__split(lm_str_t p, lm__path_t *out)
         char *seg = malloc(i - s + 1);
         size_t o = 0;
         for (size_t k = s; k < i; k++) {
-            if (p.ptr[k] == '%' && k + 2 < i && lm__hexv(p.ptr[k + 1]) >= 0 && lm__hexv(p.ptr[k + 2]) >= 0) {
-                seg[o++] = (char)(lm__hexv(p.ptr[k + 1]) * 16 + lm__hexv(p.ptr[k + 2]));
+            if (p.ptr[k] == '%' && k + 2 < i && lm_hexval(p.ptr[k + 1]) >= 0 && lm_hexval(p.ptr[k + 2]) >= 0) {
+                seg[o++] = (char)(lm_hexval(p.ptr[k + 1]) * 16 + lm_hexval(p.ptr[k + 2]));
                 k += 2;
             } else {
                 seg[o++] = p.ptr[k];

@@ -153,17 +153,6 @@ bool lm_ctx_body_parsable(lm_ctx_t *ctx)
 
 /* ---- application/x-www-form-urlencoded ---------------------------------------------- */
 
-static int lm__hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Next decoded byte of a form component at *i ('+' is a space, %XX a byte). */
 static int lm__fbyte(const char *s, size_t n, size_t *i)
 {
@@ -171,7 +160,7 @@ static int lm__fbyte(const char *s, size_t n, size_t *i)
     if (c == '+')
         return ' ';
     if (c == '%' && *i + 1 < n) {
-        int h = lm__hexv(s[*i]), l = lm__hexv(s[*i + 1]);
+        int h = lm_hexval(s[*i]), l = lm_hexval(s[*i + 1]);
         if (h >= 0 && l >= 0) {
             *i += 2;
             return h * 16 + l;

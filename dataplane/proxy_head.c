@@ -234,16 +234,7 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
     r->up_head = b.p;
     r->up_head_len = b.len;
 }
-static int lm__hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
+
 static bool lm__unreserved(int ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
@@ -270,8 +261,8 @@ lm_str_t lm__normalize_path(lm_arena_t *a, lm_str_t p)
     size_t n = 0;
     for (size_t i = 0; i < p.len;) {
         int hi, lo;
-        if (p.ptr[i] == '%' && i + 2 < p.len && (hi = lm__hexval(p.ptr[i + 1])) >= 0 &&
-            (lo = lm__hexval(p.ptr[i + 2])) >= 0) {
+        if (p.ptr[i] == '%' && i + 2 < p.len && (hi = lm_hexval(p.ptr[i + 1])) >= 0 &&
+            (lo = lm_hexval(p.ptr[i + 2])) >= 0) {
             int v = hi * 16 + lo;
             if (lm__unreserved(v)) {
                 in[n++] = (char)v;

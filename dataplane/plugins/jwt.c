@@ -221,17 +221,6 @@ static void lm__tok_add(lm__tokset_t *ts, lm_str_t tok, bool boolean)
     }
 }
 
-static int lm__hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* ngx.unescape_uri with '+' as a space (query arguments) */
 static lm_str_t lm__unescape(lm_ctx_t *ctx, lm_str_t s)
 {
@@ -241,8 +230,8 @@ static lm_str_t lm__unescape(lm_ctx_t *ctx, lm_str_t s)
     size_t n = 0;
     for (size_t i = 0; i < s.len; i++) {
         int hi, lo;
-        if (s.ptr[i] == '%' && i + 2 < s.len && (hi = lm__hexval(s.ptr[i + 1])) >= 0 &&
-            (lo = lm__hexval(s.ptr[i + 2])) >= 0) {
+        if (s.ptr[i] == '%' && i + 2 < s.len && (hi = lm_hexval(s.ptr[i + 1])) >= 0 &&
+            (lo = lm_hexval(s.ptr[i + 2])) >= 0) {
             o[n++] = (char)(hi << 4 | lo);
             i += 2;
         } else {

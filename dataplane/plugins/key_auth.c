@@ -140,17 +140,6 @@ static int lm__header_count(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value)
     return n;
 }
 
-static int lm__hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Next byte of a form-encoded query component at *i ('+' is a space, %XX a byte). */
 static int lm__qbyte(lm_str_t s, size_t *i)
 {
@@ -159,7 +148,7 @@ static int lm__qbyte(lm_str_t s, size_t *i)
     if (c == '+')
         return ' ';
     if (c == '%' && *i + 1 < s.len) {
-        int h = lm__hexval(s.ptr[*i]), l = lm__hexval(s.ptr[*i + 1]);
+        int h = lm_hexval(s.ptr[*i]), l = lm_hexval(s.ptr[*i + 1]);
         if (h >= 0 && l >= 0) {
             *i += 2;
             return h * 16 + l;
