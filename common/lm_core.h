@@ -83,6 +83,27 @@ static inline int lm_hexval(char c)
     return -1;
 }
 
+/* Percent-decodes s[0..n) into out (room for n + 1 bytes; NUL-terminated),
+ * '+' as a space when plus_space (forms, query arguments); a malformed escape
+ * is kept as it is. Returns the decoded length. */
+static inline size_t lm_url_decode(char *out, const char *s, size_t n, bool plus_space)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '+' && plus_space) {
+            out[o++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && (hi = lm_hexval(s[i + 1])) >= 0 && (lo = lm_hexval(s[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
 static inline char lm_tolower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;

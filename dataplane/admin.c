@@ -241,19 +241,7 @@ static char *lm__form_field(const char *body, size_t len, const char *name, size
             end++;
         if (end - i > nl && memcmp(body + i, name, nl) == 0 && body[i + nl] == '=') {
             char *out = malloc(end - i + 1);
-            size_t o = 0;
-            for (size_t k = i + nl + 1; k < end; k++) {
-                if (body[k] == '+') {
-                    out[o++] = ' ';
-                } else if (body[k] == '%' && k + 2 < end && lm_hexval(body[k + 1]) >= 0 && lm_hexval(body[k + 2]) >= 0) {
-                    out[o++] = (char)(lm_hexval(body[k + 1]) * 16 + lm_hexval(body[k + 2]));
-                    k += 2;
-                } else {
-                    out[o++] = body[k];
-                }
-            }
-            out[o] = '\0';
-            *out_len = o;
+            *out_len = lm_url_decode(out, body + i + nl + 1, end - i - nl - 1, true);
             return out;
         }
         i = end + 1;

@@ -17,30 +17,11 @@
 #include <string.h>
 #include <strings.h>
 
-static int lm__hex(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* percent-decoding; '+' is a space */
 static char *lm__unescape(const char *s, size_t n)
 {
     char *out = malloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && lm__hex(s[i + 1]) >= 0 && lm__hex(s[i + 2]) >= 0) {
-            out[o++] = (char)(lm__hex(s[i + 1]) * 16 + lm__hex(s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
+    lm_url_decode(out, s, n, true);
     return out;
 }
 

@@ -137,30 +137,10 @@ void *lm_ctx_alloc(lm_ctx_t *ctx, size_t size) { return lm_arena_alloc(R(ctx)->a
 lm_arena_t *lm_ctx_arena(lm_ctx_t *ctx) { return R(ctx)->arena; }
 int lm_ctx_status(lm_ctx_t *ctx) { return R(ctx)->status; }
 
-static int lm__hex(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 static lm_str_t lm__decode(lm_arena_t *a, const char *s, size_t n)
 {
     char *out = lm_arena_alloc(a, n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && lm__hex(s[i + 1]) >= 0 && lm__hex(s[i + 2]) >= 0) {
-            out[o++] = (char)(lm__hex(s[i + 1]) * 16 + lm__hex(s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return (lm_str_t){ out, o };
+    return (lm_str_t){ out, lm_url_decode(out, s, n, true) };
 }
 
 bool lm_ctx_query_arg(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value)

@@ -227,19 +227,7 @@ static lm_str_t lm__unescape(lm_ctx_t *ctx, lm_str_t s)
     if (!memchr(s.ptr, '%', s.len) && !memchr(s.ptr, '+', s.len))
         return s;
     char *o = lm_ctx_alloc(ctx, s.len + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        int hi, lo;
-        if (s.ptr[i] == '%' && i + 2 < s.len && (hi = lm_hexval(s.ptr[i + 1])) >= 0 &&
-            (lo = lm_hexval(s.ptr[i + 2])) >= 0) {
-            o[n++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            o[n++] = s.ptr[i] == '+' ? ' ' : s.ptr[i];
-        }
-    }
-    o[n] = '\0';
-    return (lm_str_t){ o, n };
+    return (lm_str_t){ o, lm_url_decode(o, s.ptr, s.len, true) };
 }
 
 static void lm__tokens_from_query(lm_ctx_t *ctx, const lm__jwt_conf_t *c, lm__tokset_t *ts)

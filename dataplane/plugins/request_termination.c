@@ -257,35 +257,11 @@ static void lm__jb_multi(lm__jb_t *j, const lm__multi_t *m, size_t n)
     LM__JB_LIT(j, "}");
 }
 
-static int lm__hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lm_tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* percent-decoding with '+' as a space, as query arguments are decoded */
 static lm_str_t lm__unescape(lm_arena_t *a, const char *s, size_t n)
 {
     char *o = lm_arena_alloc(a, n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        int h, l;
-        if (s[i] == '+') {
-            o[k++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && (h = lm__hexval(s[i + 1])) >= 0 &&
-                   (l = lm__hexval(s[i + 2])) >= 0) {
-            o[k++] = (char)(h << 4 | l);
-            i += 2;
-        } else {
-            o[k++] = s[i];
-        }
-    }
-    o[k] = '\0';
-    return (lm_str_t){ o, k };
+    return (lm_str_t){ o, lm_url_decode(o, s, n, true) };
 }
 
 static void lm__jb_route(lm__jb_t *j, const lm_route_t *r)
