@@ -33,12 +33,12 @@ UNIT_BIN_ASAN := $(patsubst %.c,build/asan/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard common/fuzz/fuzz_*.c dataplane/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst %.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all controller bench-controller deps build run test unit unit-asan asan fuzz-build fuzz-replay blackbox e2e e2e-build bench clean help
+.PHONY: all controller bench-controller deps build run test unit unit-asan asan fuzz-build fuzz-replay blackbox e2e e2e-build manifests bench clean help
 all: bin/limen-dataplane bin/limen-controller
 controller: bin/limen-controller
 
 help:
-	@echo "make deps | make (build) | make run | make test | make bench | make fuzz-build | make clean"
+	@echo "make deps | make (build) | make run | make test | make bench | make fuzz-build | make manifests | make clean"
 
 deps:
 	@tools/deps.sh
@@ -138,9 +138,15 @@ fuzz-replay: $(FUZZ_BIN)
 blackbox: bin/asan/limen-dataplane bin/limen-dataplane $(PLUGIN_SO)
 	@tools/run-suite.sh blackbox
 
-# a real kube-apiserver + etcd and kubectl, built from Go modules (e2e/); needs Go >= 1.26
+# a real kube-apiserver + etcd and kubectl, built from Go modules (e2e/); needs Go >= 1.26; and Helm
 e2e-build:
 	@tools/e2e-env.sh build
+	@tools/helm-env.sh build
+
+# charts/limen/crds from crds/, manifests/all-in-one.yaml and manifests/rbac.yaml rendered from the chart
+# (e2e/t/test_chart.py checks they are up to date)
+manifests:
+	@tools/manifests.sh
 
 e2e: e2e-build bin/limen-controller bin/asan/limen-controller bin/limen-dataplane $(CTL_PROBES)
 	@tools/run-suite.sh e2e
@@ -151,6 +157,7 @@ run: deps bin/limen-dataplane
 test: deps
 	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane bin/limen-controller bin/asan/limen-controller $(CTL_PROBES) $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN) $(PLUGIN_SO)
 	@tools/e2e-env.sh build
+	@tools/helm-env.sh build
 	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)
 
 build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)
@@ -163,6 +170,7 @@ bench: deps bin/limen-dataplane build/rel/router_bench
 # the controller at scale against a real API server (tools/bench_controller.py)
 bench-controller: deps bin/limen-controller bin/limen-dataplane
 	@tools/e2e-env.sh build
+	@tools/helm-env.sh build
 	@python3 tools/bench_controller.py
 
 clean:

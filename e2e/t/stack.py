@@ -1,5 +1,6 @@
-"""The whole product against a real API server: CRDs and RBAC from the repository, limen-controller
-running as the limen-controller ServiceAccount (a token, the ClusterRole from manifests/rbac.yaml),
+"""The whole product against a real API server: CRDs from the repository, limen-controller running as
+the limen-controller ServiceAccount with a token and exactly the RBAC the Helm chart renders (chart.py:
+a permission missing from charts/limen/templates/rbac.yaml fails these tests),
 a real limen-dataplane it pushes to over a unix socket, and upstreams on a non-loopback address
 (the API server refuses loopback addresses in EndpointSlices)."""
 import importlib.util
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from chart import controller_rbac
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # the data plane's black-box harness (dataplane/t/conftest.py), loaded under its own name
@@ -136,7 +139,8 @@ class Stack:
             name = next(line.split(":", 1)[1].strip() for line in crd.read_text().splitlines()
                         if line.strip().startswith("name:"))
             api.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
-        api.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac.yaml"))
+        api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: limen-system}\n")
+        api.apply(controller_rbac())
         token = api.kubectl("create", "token", "limen-controller", "-n", "limen-system",
                             "--duration=24h").stdout.strip()
         self.kubeconfig = self.tmp / "controller.kubeconfig"
