@@ -723,7 +723,8 @@ static void lm__sni(lm__b_t *b, const cJSON *item, const char *path, lm_certific
     if (name) {
         for (char *c = name; *c; c++)
             *c = lm_tolower(*c);
-        const char *err = lm__check_hostname(b, name, false, true, false);
+        /* "*" alone: the certificate for any name no other SNI matches (Kong) */
+        const char *err = strcmp(name, "*") == 0 ? NULL : lm__check_hostname(b, name, false, true, false);
         if (err) {
             lm__ferr(b, &e, cJSON_IsString(item) ? NULL : "name", "%s", err);
             name = NULL;

@@ -853,3 +853,14 @@ void lm_config_redact(cJSON *doc)
 {
     lm__redact(doc, NULL);
 }
+
+void lm_config_redact_private_keys(cJSON *doc)
+{
+    cJSON *c, *certs = cJSON_GetObjectItemCaseSensitive(doc, "certificates");
+    cJSON_ArrayForEach(c, certs) {
+        static const char *const keys[] = { "key", "key_alt" };
+        for (size_t i = 0; i < 2; i++)
+            if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, keys[i])))
+                cJSON_ReplaceItemInObjectCaseSensitive(c, keys[i], cJSON_CreateString("<redacted>"));
+    }
+}

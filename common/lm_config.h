@@ -267,6 +267,8 @@ void lm_config_free(lm_config_t *cfg);
  * leaves the process over anything but the local admin socket.
  */
 void lm_config_redact(cJSON *doc);
+/* Only certificates[].key and key_alt (what even the local admin socket never shows). */
+void lm_config_redact_private_keys(cJSON *doc);
 
 /* lookups by id or name (NULL if none) */
 lm_service_t *lm_config_find_service(const lm_config_t *cfg, const char *id_or_name);

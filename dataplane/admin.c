@@ -489,13 +489,16 @@ static void lm__dispatch(lm_admin_conn_t *c, const lm_http1_request_t *h, char *
         } else if (get) {
             cJSON *j = cJSON_CreateObject();
             const char *doc = srv->current && srv->current->doc_json ? srv->current->doc_json : "";
-            if (c->l->is_pipe) { /* the local socket (mode 0600) may see secrets */
-                cJSON_AddStringToObject(j, "config", doc);
-            } else {
+            if (c->l->is_pipe && !strstr(doc, "\"certificates\"")) {
+                cJSON_AddStringToObject(j, "config", doc); /* byte for byte: its hash is the config's */
+            } else { /* the local socket (mode 0600) may see secrets, never private keys */
                 cJSON *tree = cJSON_Parse(doc);
                 char *red = NULL;
                 if (tree) {
-                    lm_config_redact(tree);
+                    if (c->l->is_pipe)
+                        lm_config_redact_private_keys(tree);
+                    else
+                        lm_config_redact(tree);
                     red = cJSON_PrintUnformatted(tree);
                     cJSON_Delete(tree);
                 }

@@ -599,6 +599,11 @@ cJSON *lm_admin_render(const lm_akind_t *k, const cJSON *ent, const cJSON *flat,
             }
             continue;
         }
+        if (v && !cJSON_IsNull(v) && strcmp(k->name, "certificates") == 0 &&
+            (strcmp(f->name, "key") == 0 || strcmp(f->name, "key_alt") == 0)) {
+            cJSON_AddStringToObject(o, f->name, "<redacted>"); /* private keys never leave the process */
+            continue;
+        }
         if (v && !cJSON_IsNull(v)) {
             if (f->type == LM_AF_REF && cJSON_IsString(v)) {
                 cJSON *r = cJSON_AddObjectToObject(o, f->name);

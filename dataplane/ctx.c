@@ -126,7 +126,7 @@ lm_str_t lm_ctx_raw_query(lm_ctx_t *ctx) { return R(ctx)->raw_query; }
 lm_str_t lm_ctx_raw_path(lm_ctx_t *ctx) { return R(ctx)->path; }
 const char *lm_ctx_http_version(lm_ctx_t *ctx) { return R(ctx)->minor == 0 ? "1.0" : "1.1"; }
 lm_str_t lm_ctx_host(lm_ctx_t *ctx) { return R(ctx)->host; }
-const char *lm_ctx_scheme(lm_ctx_t *ctx) { (void)ctx; return "http"; }
+const char *lm_ctx_scheme(lm_ctx_t *ctx) { return R(ctx)->c->tls ? "https" : "http"; }
 int lm_ctx_client_port(lm_ctx_t *ctx) { return R(ctx)->c->port; }
 int64_t lm_ctx_content_length(lm_ctx_t *ctx) { return R(ctx)->content_length; }
 bool lm_ctx_has_body(lm_ctx_t *ctx) { return R(ctx)->req_body != LM_BODY_NONE && !(R(ctx)->req_body == LM_BODY_LENGTH && R(ctx)->content_length == 0); }
@@ -175,6 +175,63 @@ void lm_ctx_remove_query_arg(lm_ctx_t *ctx, lm_str_t name)
     n[r->num_drop_args++] = lm_arena_strdup_str(r->arena, name);
     r->drop_args = n;
 }
+
+void lm_ctx_set_method(lm_ctx_t *ctx, lm_str_t method)
+{
+    lm_req_t *r = R(ctx);
+    r->up_method = lm_arena_strdup_str(r->arena, method);
+    r->head_method = lm_str_eq(method, LM_STR("HEAD"));
+}
+
+void lm_ctx_set_path(lm_ctx_t *ctx, lm_str_t path)
+{
+    R(ctx)->up_path = lm_arena_strdup_str(R(ctx)->arena, path);
+}
+
+void lm_ctx_set_raw_query(lm_ctx_t *ctx, lm_str_t query)
+{
+    R(ctx)->up_query = lm_arena_strdup_str(R(ctx)->arena, query);
+    R(ctx)->up_query_set = true;
+}
+
+bool lm_ctx_uri_capture(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value)
+{
+    const lm_route_match_t *m = R(ctx)->match;
+    if (!m || !name.len)
+        return false;
+    bool digits = true;
+    size_t idx = 0;
+    for (size_t i = 0; i < name.len && digits; i++) {
+        digits = name.ptr[i] >= '0' && name.ptr[i] <= '9';
+        idx = idx * 10 + (size_t)(name.ptr[i] - '0');
+    }
+    for (size_t i = 0; i < m->num_captures && i < LM_ROUTER_MAX_CAPTURES; i++) {
+        bool hit = digits ? i == idx : lm_str_eq(m->capture_names[i], name);
+        if (hit && m->captures[i].ptr) {
+            *value = m->captures[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+void lm_ctx_server_addr(lm_ctx_t *ctx, char *ip, size_t iplen, int *port)
+{
+    lm_conn_t *c = R(ctx)->c;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    *port = c->local_port;
+    snprintf(ip, iplen, "0.0.0.0");
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, iplen);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, iplen);
+}
+
+uint64_t lm_ctx_connection_id(lm_ctx_t *ctx) { return (uint64_t)(uintptr_t)R(ctx)->c / sizeof(lm_conn_t); }
+uint64_t lm_ctx_connection_requests(lm_ctx_t *ctx) { return R(ctx)->c->requests; }
 
 void lm_ctx_limit_body(lm_ctx_t *ctx, uint64_t max_bytes, const char *message)
 {
@@ -443,6 +500,28 @@ void lm_ctx_resp_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value)
 void lm_ctx_resp_remove_header(lm_ctx_t *ctx, lm_str_t name)
 {
     lm__hdr_remove(R(ctx)->resp_hdrs, R(ctx)->num_resp_hdrs, name);
+}
+
+bool lm_ctx_resp_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *value)
+{
+    lm_req_t *r = R(ctx);
+    size_t k = 0;
+    for (size_t j = 0; j < r->num_resp_hdrs; j++) {
+        if (r->resp_hdrs[j].flags & LM_HDR_F_DELETED)
+            continue;
+        if (k++ == i) {
+            *name = r->resp_hdrs[j].name;
+            *value = r->resp_hdrs[j].value;
+            return true;
+        }
+    }
+    return false;
+}
+
+void lm_ctx_resp_set_status(lm_ctx_t *ctx, int status)
+{
+    if (status >= 100 && status <= 999)
+        R(ctx)->status = status;
 }
 
 /* ---- phases ---------------------------------------------------------------------------- */

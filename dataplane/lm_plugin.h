@@ -111,7 +111,9 @@ void lm_plugin_unload_all(void);
  * ABI version 1 is this header as it is: a change to lm_plugin_ops_t, to the
  * lm_ctx_* signatures or to lm_schema_field_t bumps LM_PLUGIN_ABI_VERSION.
  * Added within version 1 (new functions, a field appended to the host-made
- * lm_plugin_cfg_ctx_t): lm_plugin_need_body and the request body calls.
+ * lm_plugin_cfg_ctx_t): lm_plugin_need_body and the request body calls;
+ * lm_ctx_set_method, _set_path, _set_raw_query, _uri_capture, _server_addr,
+ * _connection_id, _connection_requests, _resp_header_at, _resp_set_status.
  */
 
 /* ---- request: read ------------------------------------------------------ */
@@ -190,6 +192,25 @@ bool lm_ctx_set_request_body(lm_ctx_t *ctx, lm_str_t body);
 /* Removes every field `name` from a form or JSON body (the content types of
  * lm_ctx_body_field), keeping the rest of it byte for byte. */
 void lm_ctx_remove_body_field(lm_ctx_t *ctx, lm_str_t name);
+/* The method the upstream gets (Kong's kong.service.request.set_method);
+ * "HEAD" also means the upstream's answer has no body. */
+void lm_ctx_set_method(lm_ctx_t *ctx, lm_str_t method);
+/* The path the upstream gets, as sent (Kong's set_path / upstream_uri):
+ * replaces the one strip_path, path_handling and the service path make. */
+void lm_ctx_set_path(lm_ctx_t *ctx, lm_str_t path);
+/* The whole query string the upstream gets, without '?' (Kong's
+ * set_raw_query); "" sends none. lm_ctx_remove_query_arg still applies. */
+void lm_ctx_set_raw_query(lm_ctx_t *ctx, lm_str_t query);
+/* A capture of the matched route's regex path, by group name or number
+ * ("0" is the whole match); false when there is no such capture. */
+bool lm_ctx_uri_capture(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
+/* The address and port the request arrived on (ip: at least 48 bytes). */
+void lm_ctx_server_addr(lm_ctx_t *ctx, char *ip, size_t iplen, int *port);
+/* A number identifying the client connection among open ones, and how many
+ * requests it has carried including this one (nginx's $connection,
+ * $connection_requests). */
+uint64_t lm_ctx_connection_id(lm_ctx_t *ctx);
+uint64_t lm_ctx_connection_requests(lm_ctx_t *ctx);
 
 /* ---- consumers and credentials ------------------------------------------ */
 const lm_consumer_t *lm_ctx_consumer(lm_ctx_t *ctx);
@@ -231,6 +252,11 @@ bool lm_ctx_resp_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
 void lm_ctx_resp_set_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
 void lm_ctx_resp_add_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t value);
 void lm_ctx_resp_remove_header(lm_ctx_t *ctx, lm_str_t name);
+/* Every response header in order: false when i is past the end. */
+bool lm_ctx_resp_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *value);
+/* Changes the response status from header_filter (Kong's kong.response.exit
+ * with no body there): the body, if any, is still the one being answered. */
+void lm_ctx_resp_set_status(lm_ctx_t *ctx, int status);
 
 /* ---- per-request plugin data ------------------------------------------------ */
 /* Keeps a value for the rest of the request (e.g. from access to

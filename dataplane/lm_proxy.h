@@ -47,6 +47,7 @@ typedef struct lm_defer {
     uv_write_t *req;
     uv_write_cb cb;
     int status;
+    void (*fn)(struct lm_defer *d); /* a task (lm_worker_defer_task) instead of a write completion */
 } lm_defer_t;
 
 /* A worker's reference to a snapshot, counted without atomics. */
@@ -55,10 +56,12 @@ typedef struct {
     long refs; /* requests using it + 1 while it is the worker's current one */
 } lm_wsnap_t;
 
+#define LM_POOL_KEY_MAX 352
 typedef struct {
     lm_upconn_t *head; /* idle connections, most recently used first */
     size_t count;
-    char key[64];
+    struct ssl_session_st *tls_sess; /* TLS pools: the last resumable session */
+    char key[LM_POOL_KEY_MAX]; /* "ip:port", or "ip:port|<tls id>|<sni>" for TLS */
 } lm_pool_t;
 
 struct lm_worker {
@@ -82,6 +85,7 @@ struct lm_worker {
     uv_idle_t defer_idle;             /* active while completions wait: the poll must not block */
     lm_defer_t *defer_head, *defer_tail;
     char date[40];                    /* cached Date header value, refreshed each second */
+    char tls_in[16384];               /* ciphertext read from a TLS socket, fed at once to its session */
     uint64_t date_ms;
 };
 
@@ -93,6 +97,9 @@ struct lm_server {
     lm_snapshot_t *current; /* one reference; replaced only on the control thread */
     int access_log_fd;
     int listen_fds[LM_MAX_LISTEN]; /* the control thread's bound sockets (kept to check binds) */
+    char *listen_addr[LM_MAX_LISTEN]; /* proxy_listen[i] without its flags */
+    bool listen_ssl[LM_MAX_LISTEN];   /* "ssl": TLS on that listener */
+    uv_timer_t ticket_timer;          /* rotates the session-ticket keys */
     void *admin;  /* admin/status servers (admin.c) */
     bool stopping;
     bool workers_ready; /* loops and async handles initialised */
@@ -106,6 +113,9 @@ struct lm_server {
 struct lm_conn {
     uv_tcp_t tcp;
     lm_worker_t *w;
+    struct lm_tls_conn *tls; /* TLS listener: the session (lm_tls.h), else NULL */
+    lm_defer_t tls_drain;    /* decrypted bytes wait: read them at the end of this loop turn */
+    bool tls_queued, tls_started; /* started: the first bytes were seen (a handshake record) */
     lm_conn_t *prev, *next;
     uv_timer_t timer;
     char *buf;
@@ -121,6 +131,10 @@ struct lm_conn {
 
 struct lm_upconn {
     uv_tcp_t tcp;
+    struct lm_tls_conn *tls;  /* service protocol https, else NULL */
+    struct ssl_ctx_st *tls_ctx;
+    lm_defer_t tls_drain;
+    bool tls_queued, tls_ready, tls_verify;
     uv_connect_t connect_req;
     uv_write_t write_req;
     lm_defer_t write_defer;
@@ -206,6 +220,10 @@ struct lm_req {
     char real_ip[48];
     bool real_ip_done;
     struct lm__kv *kv;        /* lm_ctx_set / lm_ctx_get */
+    /* plugin overrides of the upstream request line (ptr NULL: none; proxy_head.c) */
+    lm_str_t up_method, up_path, up_query;
+    bool up_query_set;        /* up_query replaces the query (empty: none) */
+    const lm_route_match_t *match; /* the route match, for lm_ctx_uri_capture (NULL: none) */
 };
 
 #define LM_HDR_F_DELETED 0x80 /* removed by a plugin */
@@ -225,6 +243,8 @@ uint64_t lm_worker_random(lm_worker_t *w);
 int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n,
                     uv_write_cb cb);
 void lm_worker_defer_init(lm_worker_t *w);
+/* Runs d->fn(d) at the end of this loop iteration (d must not be queued yet). */
+void lm_worker_defer_task(lm_worker_t *w, lm_defer_t *d);
 void lm_worker_defer_close(lm_worker_t *w);
 const char *lm_worker_date(lm_worker_t *w);
 /* Hands a new snapshot to every worker (control thread; takes one reference). */
@@ -268,5 +288,6 @@ void lm_upstream_read_stop(lm_upconn_t *u);
 void lm_upstream_set_timer(lm_upconn_t *u, uint64_t ms); /* (re)arms the timeout; 0 disarms */
 void lm_upstream_close_pools(lm_worker_t *w);
 void lm_upstream_abort(lm_upconn_t *u); /* close a busy connection */
+void lm_upstream_tls_init(void);        /* start-up: keeps upstream TLS sessions per pool */
 
 #endif

@@ -12,7 +12,7 @@
 #define LM_MAX_LISTEN 16
 
 typedef struct {
-    const char *proxy_listen[LM_MAX_LISTEN]; /* "ADDR:PORT" (IPv6 as "[::]:8000") */
+    const char *proxy_listen[LM_MAX_LISTEN]; /* "ADDR:PORT [ssl]" (IPv6 as "[::]:8000") */
     size_t num_proxy_listen;
     const char *admin_listen;  /* "unix:/path/admin.sock" (default) or "127.0.0.1:8001" */
     const char *admin_token;   /* required for a TCP admin listener not on loopback */
@@ -26,6 +26,10 @@ typedef struct {
     const char *plugin_dir;    /* external plugins (*.so) to load at start-up, or NULL */
     const char *trusted_ips;   /* comma-separated addresses/CIDRs whose real-IP header is believed */
     const char *real_ip_header; /* default "X-Real-IP" (Kong's real_ip_header); X-Forwarded-For works too */
+    const char *ssl_cert, *ssl_cert_key; /* default certificate (PEM files); NULL: self-signed */
+    const char *ssl_protocols;  /* "TLSv1.2 TLSv1.3" */
+    const char *ssl_ciphers;    /* TLS 1.2 suites; NULL: Mozilla intermediate */
+    int ssl_ticket_rotate_s;    /* session-ticket key lifetime, default 3600 */
     bool managed;              /* the config belongs to a controller: entity writes are refused
                                   as Kong refuses them in DB-less mode (POST /config still works) */
 } lm_server_opts_t;

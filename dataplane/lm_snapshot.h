@@ -33,7 +33,9 @@ typedef struct {
     lm_peer_t *peers;      /* = bal->peers: resolved addresses (upstream targets or the host's addresses) */
     size_t num_peers;
     const char *resolve_error; /* non-NULL when nothing could be resolved: 503 */
-    bool unsupported_protocol; /* https/grpc before TLS lands: 502 */
+    bool unsupported_protocol; /* grpc/grpcs (HTTP/2 upstreams not yet): 502 */
+    struct ssl_ctx_st *tls;    /* protocol https: the client context (lm_tls_client_ctx), else NULL */
+    char tls_id[17];           /* its content id (upstream pools are keyed by it) */
 } lm_svc_rt_t;
 
 typedef struct {
@@ -49,6 +51,7 @@ typedef struct lm_snapshot {
     lm_arena_t *arena;
     lm_config_t *cfg;
     lm_router_t *router;
+    struct lm_tls_store *tls;  /* certificates by SNI (lm_tls.h) */
     lm_svc_rt_t *services; size_t num_services;
     lm_route_rt_t *routes; size_t num_routes;  /* indexed by lm_route_t.index */
     lm_balancer_t **balancers; size_t num_balancers; /* upstreams first (lm_upstream_t.index), then services' own */

@@ -5,6 +5,7 @@
 #include "lm_server.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,17 @@ static const char lm__usage[] =
     "  --config FILE           declarative config to serve (LIMEN_CONFIG); SIGHUP reloads it.\n"
     "                          ${VAR} in its strings is replaced from the environment.\n"
     "                          Without it, the last applied config in the state dir is served.\n"
-    "  --proxy-listen ADDR     proxy listener HOST:PORT, repeatable (LIMEN_PROXY_LISTEN, comma-\n"
-    "                          separated); default 0.0.0.0:8000\n"
+    "  --proxy-listen ADDR     proxy listener \"HOST:PORT [ssl]\", repeatable (LIMEN_PROXY_LISTEN,\n"
+    "                          comma-separated); default 0.0.0.0:8000. With ssl, TLS: the\n"
+    "                          certificate is picked by SNI from the config's certificates/snis\n"
+    "  --ssl-cert FILE         default certificate (PEM, chain after the leaf) when no SNI matches\n"
+    "                          (LIMEN_SSL_CERT); default: a self-signed one made at start-up\n"
+    "  --ssl-cert-key FILE     its private key (LIMEN_SSL_CERT_KEY)\n"
+    "  --ssl-protocols LIST    e.g. \"TLSv1.2 TLSv1.3\" (the default) (LIMEN_SSL_PROTOCOLS)\n"
+    "  --ssl-ciphers LIST      TLS 1.2 cipher suites, OpenSSL syntax (LIMEN_SSL_CIPHERS); default\n"
+    "                          Mozilla's intermediate list\n"
+    "  --ssl-ticket-rotate S   session-ticket key lifetime in seconds; tickets stay valid for two\n"
+    "                          (LIMEN_SSL_TICKET_ROTATE); default 3600\n"
     "  --admin-listen ADDR     admin API: unix:PATH (mode 0600) or HOST:PORT (LIMEN_ADMIN_LISTEN);\n"
     "                          default unix:STATE_DIR/admin.sock; \"off\" disables it\n"
     "  --admin-token TOKEN     required on a TCP admin listener that is not on loopback, sent as\n"
@@ -87,6 +97,18 @@ static int lm__parse_count(const char *s, long max)
     return (int)v;
 }
 
+/* options that take a string, from the command line or the environment */
+static const struct {
+    const char *flag, *env;
+    size_t off;
+} lm__str_opts[] = {
+    { "--ssl-cert", "LIMEN_SSL_CERT", offsetof(lm_server_opts_t, ssl_cert) },
+    { "--ssl-cert-key", "LIMEN_SSL_CERT_KEY", offsetof(lm_server_opts_t, ssl_cert_key) },
+    { "--ssl-protocols", "LIMEN_SSL_PROTOCOLS", offsetof(lm_server_opts_t, ssl_protocols) },
+    { "--ssl-ciphers", "LIMEN_SSL_CIPHERS", offsetof(lm_server_opts_t, ssl_ciphers) },
+};
+#define LM__STR_OPT(o, i) (*(const char **)((char *)(o) + lm__str_opts[i].off))
+
 static bool lm__env_off(const char *v)
 {
     return v && (strcmp(v, "off") == 0 || strcmp(v, "0") == 0 || strcmp(v, "false") == 0);
@@ -134,6 +156,13 @@ int main(int argc, char **argv)
         o.trusted_ips = v;
     if ((v = getenv("LIMEN_REAL_IP_HEADER")) && *v)
         o.real_ip_header = v;
+    for (size_t k = 0; k < LM_ARRAY_SIZE(lm__str_opts); k++)
+        if ((v = getenv(lm__str_opts[k].env)) && *v)
+            LM__STR_OPT(&o, k) = v;
+    if ((v = getenv("LIMEN_SSL_TICKET_ROTATE")) && *v && (o.ssl_ticket_rotate_s = lm__parse_count(v, 86400 * 7)) <= 0) {
+        fprintf(stderr, "limen-dataplane: LIMEN_SSL_TICKET_ROTATE: '%s' is not a number of seconds\n", v);
+        return 2;
+    }
     if ((v = getenv("LIMEN_LOG_LEVEL")) && *v && lm_log_parse_level(v) >= 0)
         lm_log_set_level((lm_log_level_t)lm_log_parse_level(v));
 
@@ -216,6 +245,12 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--real-ip-header") == 0) {
             LM_TAKE();
             o.real_ip_header = val;
+        } else if (strcmp(a, "--ssl-ticket-rotate") == 0) {
+            LM_TAKE();
+            if ((o.ssl_ticket_rotate_s = lm__parse_count(val, 86400 * 7)) <= 0) {
+                fprintf(stderr, "limen-dataplane: --ssl-ticket-rotate: '%s' is not a number of seconds\n", val);
+                return 2;
+            }
         } else if (strcmp(a, "--log-level") == 0) {
             LM_TAKE();
             int l = lm_log_parse_level(val);
@@ -225,6 +260,14 @@ int main(int argc, char **argv)
             }
             lm_log_set_level((lm_log_level_t)l);
         } else {
+            size_t k = 0;
+            while (k < LM_ARRAY_SIZE(lm__str_opts) && strcmp(a, lm__str_opts[k].flag) != 0)
+                k++;
+            if (k < LM_ARRAY_SIZE(lm__str_opts)) {
+                LM_TAKE();
+                LM__STR_OPT(&o, k) = val;
+                continue;
+            }
             fprintf(stderr, "limen-dataplane: unknown option '%s' (see --help)\n", a);
             return 2;
         }

@@ -11,6 +11,7 @@
  */
 #include "lm_proxy.h"
 #include "proxy_int.h"
+#include "lm_tls.h"
 #include "lm_log.h"
 
 #include <stdio.h>
@@ -132,6 +133,10 @@ static void lm__conn_handle_closed(uv_handle_t *h)
     w->num_conns--;
     atomic_fetch_sub_explicit(&lm_counters.connections_active, 1, memory_order_relaxed);
     lm_arena_destroy(c->arena);
+    if (c->tls) {
+        lm_tls_free(c->tls);
+        free(c->tls);
+    }
     free(c->buf);
     free(c);
     if (w->draining && w->num_conns == 0)
@@ -175,9 +180,9 @@ static void lm__conn_timeout(uv_timer_t *t)
     lm__conn_close(c);
 }
 
-static void lm__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+/* A full buffer grows (to LM_MAX_CONN_BUF) only while a head is being read. */
+static void lm__conn_grow(lm_conn_t *c)
 {
-    lm_conn_t *c = h->data;
     if (c->len == c->cap && c->req == NULL && c->cap < LM_MAX_CONN_BUF) {
         size_t ncap = c->cap * 2;
         char *nb = realloc(c->buf, ncap);
@@ -186,10 +191,25 @@ static void lm__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
             c->cap = ncap;
         }
     }
+}
+
+static void lm__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm_conn_t *c = h->data;
+    lm__conn_grow(c);
     b->base = c->buf + c->len;
     b->len = c->cap - c->len;
     if (b->len == 0)
         b->base = NULL;
+}
+
+/* TLS: ciphertext lands in the worker's scratch buffer and is fed to the
+ * session at once; plaintext goes to c->buf (lm__conn_tls_drain). */
+static void lm__tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm_conn_t *c = h->data;
+    b->base = c->w->tls_in;
+    b->len = sizeof(c->w->tls_in);
 }
 
 static void lm__linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -212,6 +232,10 @@ static void lm__conn_linger(lm_conn_t *c)
 {
     if (c->closing)
         return;
+    if (c->tls) { /* close_notify first */
+        lm_tls_shutdown(c->tls);
+        lm_tls_flush(c->tls, c->w, (uv_stream_t *)&c->tcp);
+    }
     uv_shutdown_t *sd = malloc(sizeof(*sd));
     if (!sd || uv_shutdown(sd, (uv_stream_t *)&c->tcp, lm__shutdown_done) < 0) {
         free(sd);
@@ -221,18 +245,35 @@ static void lm__conn_linger(lm_conn_t *c)
     c->len = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = true;
-    uv_read_start((uv_stream_t *)&c->tcp, lm__conn_alloc, lm__linger_read);
+    uv_read_start((uv_stream_t *)&c->tcp, c->tls ? lm__tls_alloc : lm__conn_alloc, lm__linger_read);
     uv_timer_start(&c->timer, lm__conn_timeout, LM_LINGER_MS, 0);
     c->want_close = true;
 }
 
 static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void lm__conn_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void lm__tls_drain_task(lm_defer_t *d);
+
+static void lm__conn_tls_queue(lm_conn_t *c)
+{
+    if (!c->tls_queued && !c->closing) {
+        c->tls_queued = true;
+        c->tls_drain.fn = lm__tls_drain_task;
+        lm_worker_defer_task(c->w, &c->tls_drain);
+    }
+}
 
 static void lm__conn_read_start(lm_conn_t *c)
 {
     if (!c->reading && !c->closing) {
         c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, lm__conn_alloc, lm__conn_read);
+        if (c->tls) {
+            uv_read_start((uv_stream_t *)&c->tcp, lm__tls_alloc, lm__conn_read_tls);
+            if (lm_tls_pending(c->tls)) /* decrypted or buffered bytes no socket event will announce */
+                lm__conn_tls_queue(c);
+        } else {
+            uv_read_start((uv_stream_t *)&c->tcp, lm__conn_alloc, lm__conn_read);
+        }
     }
 }
 
@@ -244,6 +285,8 @@ static void lm__conn_read_stop(lm_conn_t *c)
     }
 }
 
+static void lm__conn_input(lm_conn_t *c, ssize_t nread);
+
 static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     lm_conn_t *c = s->data;
@@ -253,6 +296,73 @@ static void lm__conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         lm__conn_read_stop(c);
         return;
     }
+    lm__conn_input(c, nread);
+}
+
+/* Decrypts what fits into c->buf and hands it on. */
+static void lm__conn_tls_drain(lm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    lm__conn_grow(c);
+    if (c->len == c->cap) { /* full: lm__conn_read_start resumes */
+        lm__conn_read_stop(c);
+        return;
+    }
+    ssize_t n = lm_tls_read(c->tls, c->buf + c->len, c->cap - c->len);
+    if (lm_tls_flush(c->tls, c->w, (uv_stream_t *)&c->tcp) != LM_OK) {
+        lm__conn_close(c);
+        return;
+    }
+    if (n == LM_AGAIN)
+        return;
+    if (n == LM_ERROR) {
+        char why[160];
+        lm_log_debug("client %s: TLS: %s", c->ip, lm_tls_error(c->tls, why, sizeof(why)));
+        lm__conn_close(c);
+        return;
+    }
+    lm__conn_input(c, n == 0 ? UV_EOF : n);
+    if (c->reading && lm_tls_pending(c->tls))
+        lm__conn_tls_queue(c);
+}
+
+static void lm__tls_drain_task(lm_defer_t *d)
+{
+    lm_conn_t *c = lm_container_of(d, lm_conn_t, tls_drain);
+    c->tls_queued = false;
+    if (c->reading)
+        lm__conn_tls_drain(c);
+}
+
+static void lm__conn_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm_conn_t *c = s->data;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        lm__conn_input(c, nread);
+        return;
+    }
+    if (!c->tls_started && b->base[0] != 0x16) {
+        /* not a TLS handshake record: nginx's answer to plain HTTP on an HTTPS port */
+        c->tls_started = true;
+        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                   "Content-Length: 46\r\nConnection: close\r\n\r\n"
+                                   "The plain HTTP request was sent to HTTPS port\n";
+        uv_buf_t out = uv_buf_init((char *)resp, sizeof(resp) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &out, 1);
+        lm__conn_linger(c);
+        return;
+    }
+    c->tls_started = true;
+    lm_tls_feed(c->tls, b->base, (size_t)nread);
+    lm__conn_tls_drain(c);
+}
+
+/* nread plaintext bytes were appended to c->buf (or nread < 0: the end). */
+static void lm__conn_input(lm_conn_t *c, ssize_t nread)
+{
     lm_req_t *r = c->req;
     if (nread < 0) {
         if (r && r->req_body_done && !r->finished) {
@@ -301,6 +411,12 @@ void lm_proxy_on_connection(uv_stream_t *listener, int status)
     c->arena = lm_arena_create(8192);
     if (!c->buf)
         abort();
+    size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
+    if (li < LM_MAX_LISTEN && w->srv->listen_ssl[li]) {
+        c->tls = malloc(sizeof(*c->tls));
+        if (!c->tls || lm_tls_accept(c->tls, w) != LM_OK)
+            abort();
+    }
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -409,7 +525,10 @@ static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_bo
     cw->is_body = is_body;
     r->writes_pending++;
     uv_timer_start(&r->c->timer, lm__conn_timeout, LM_CLIENT_SEND_TIMEOUT_MS, 0);
-    if (lm_stream_write(r->w, (uv_stream_t *)&r->c->tcp, &cw->wr, &cw->defer, bufs, n, lm__client_written) < 0) {
+    lm_conn_t *c = r->c;
+    int rc = c->tls ? lm_tls_write(c->tls, r->w, (uv_stream_t *)&c->tcp, &cw->wr, bufs, n, lm__client_written)
+                    : lm_stream_write(r->w, (uv_stream_t *)&c->tcp, &cw->wr, &cw->defer, bufs, n, lm__client_written);
+    if (rc < 0) {
         r->writes_pending--;
         lm__conn_close(r->c);
     }
@@ -448,6 +567,7 @@ static void lm__respond(lm_req_t *r, int status, const char *content_type, const
             p = eol + 2;
         }
         lm_ctx_run_header_filter(r);
+        status = r->status; /* header_filter may change it (lm_ctx_resp_set_status) */
         bool keep = r->client_keepalive && !c->want_close && !c->w->draining;
         if (!keep)
             c->want_close = true;
@@ -661,8 +781,9 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
         lm__plugin_failed(r);
         return;
     }
-    lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path, .sni = LM_STR_NULL,
-                         .protocol = "http", .port = c->local_port, .headers = h->headers,
+    lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path,
+                         .sni = c->tls ? lm_str(c->tls->sni) : LM_STR_NULL,
+                         .protocol = c->tls ? "https" : "http", .port = c->local_port, .headers = h->headers,
                          .num_headers = h->num_headers };
     lm_route_match_t m;
     int status = 0;
@@ -707,6 +828,11 @@ static void lm__req_access(lm_req_t *r, lm_http1_request_t *h, lm_route_match_t 
     lm_worker_t *w = r->w;
     lm_snapshot_t *snap = r->ws->snap;
     if (!status) {
+        if (m->num_captures && r->chain->n) { /* regex captures for plugins (lm_ctx_uri_capture); m may be on the stack */
+            lm_route_match_t *mc = lm_arena_alloc(r->arena, sizeof(*mc));
+            *mc = *m;
+            r->match = mc;
+        }
         if (r->chain->n || snap->plugins.has_consumer_scoped) {
             int prc = r->exited ? LM_PLUGIN_DONE : lm_ctx_run_access(r);
             if (prc == LM_ERROR && !r->exited) {
@@ -960,14 +1086,6 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
     lm__sb_t b = { r->arena, NULL, 0, 0 };
     b.cap = 256 + resp->num_headers * 64;
     b.p = lm_arena_alloc(r->arena, b.cap);
-    LM__SB_LIT(&b, "HTTP/1.1 ");
-    lm__sb_u64(&b, (uint64_t)resp->status);
-    LM__SB_LIT(&b, " ");
-    if (resp->reason.len)
-        lm__sb_str(&b, resp->reason);
-    else
-        lm__sb_cstr(&b, lm__reason(resp->status));
-    LM__SB_LIT(&b, "\r\n");
     lm_str_t cl = LM_STR_NULL;
     lm_ctx_resp_init(r, resp->num_headers);
     for (size_t i = 0; i < resp->num_headers; i++) {
@@ -986,7 +1104,15 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
         lm_ctx_resp_append(r, LM_STR("Set-Cookie"), lm_str(LM__EXT(r)->pick.set_cookie));
     r->status = resp->status;
     if (r->filters)
-        lm_ctx_run_header_filter(r);
+        lm_ctx_run_header_filter(r); /* may change r->status (lm_ctx_resp_set_status) */
+    LM__SB_LIT(&b, "HTTP/1.1 ");
+    lm__sb_u64(&b, (uint64_t)r->status);
+    LM__SB_LIT(&b, " ");
+    if (resp->reason.len && r->status == resp->status)
+        lm__sb_str(&b, resp->reason);
+    else
+        lm__sb_cstr(&b, lm__reason(r->status));
+    LM__SB_LIT(&b, "\r\n");
     lm__sb_resp_hdrs(&b, r);
     r->resp_body = resp->body_kind;
     r->resp_left = resp->content_length;
@@ -1025,7 +1151,6 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
         LM__SB_LIT(&b, "Connection: keep-alive\r\n");
     }
     LM__SB_LIT(&b, "\r\n");
-    r->status = resp->status;
     r->resp_head_sent = true;
     r->bytes_out += b.len;
     LM__EXT(r)->resp_head = b.p;

@@ -109,7 +109,7 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
     b.cap = 512 + h->target.len + r->num_hdrs * 64;
     b.p = lm_arena_alloc(r->arena, b.cap);
 
-    lm__sb_str(&b, h->method);
+    lm__sb_str(&b, r->up_method.ptr ? r->up_method : h->method); /* plugins may override method, path, query */
     LM__SB_LIT(&b, " ");
     lm_str_t post = h->path; /* Kong's uri_postfix: after the stripped prefix, else after the first '/' */
     lm_str_t prefix = LM_STR_NULL;
@@ -122,12 +122,16 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
         post.len--;
     }
     bool v1 = route->path_handling && strcmp(route->path_handling, "v1") == 0;
-    lm__upstream_path(&b, r->srt->path, h->path, post, route->strip_path, v1);
-    if (h->query.ptr && r->num_drop_args == 0) {
+    if (r->up_path.ptr)
+        lm__sb_str(&b, r->up_path);
+    else
+        lm__upstream_path(&b, r->srt->path, h->path, post, route->strip_path, v1);
+    lm_str_t query = r->up_query_set ? (r->up_query.len ? r->up_query : LM_STR_NULL) : h->query;
+    if (query.ptr && r->num_drop_args == 0) {
         LM__SB_LIT(&b, "?");
-        lm__sb_str(&b, h->query);
-    } else if (h->query.ptr) {
-        lm__sb_query_without(&b, r, h->query);
+        lm__sb_str(&b, query);
+    } else if (query.ptr) {
+        lm__sb_query_without(&b, r, query);
     }
     LM__SB_LIT(&b, " HTTP/1.1\r\nHost: ");
     if (route->preserve_host && h->host.len) {
@@ -188,7 +192,10 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
         lm__sb_cstr(&b, c->ip);
         LM__SB_LIT(&b, "\r\n");
     }
-    LM__SB_LIT(&b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    if (c->tls)
+        LM__SB_LIT(&b, "X-Forwarded-Proto: https\r\nX-Forwarded-Host: ");
+    else
+        LM__SB_LIT(&b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
     lm_str_t host = h->host;
     for (size_t i = host.len; i > 0; i--) { /* strip ":port" (not inside an IPv6 literal) */
         if (host.ptr[i - 1] == ':') {

@@ -9,6 +9,7 @@
 #include "lm_health.h"
 #include "lm_log.h"
 #include "lm_proxy.h"
+#include "lm_tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +88,8 @@ const char *lm_worker_date(lm_worker_t *w)
 /* ---------------------------------------------------------------- */
 /* deferred write completions                                        */
 
+static void lm__defer_idle(uv_idle_t *h);
+
 static void lm__defer_run(uv_check_t *h)
 {
     lm_worker_t *w = h->data;
@@ -95,9 +98,23 @@ static void lm__defer_run(uv_check_t *h)
         w->defer_head = d->next;
         if (!w->defer_head)
             w->defer_tail = NULL;
-        d->cb(d->req, d->status); /* may queue more: the loop takes them too */
+        if (d->fn)
+            d->fn(d); /* may queue more: the loop takes them too */
+        else
+            d->cb(d->req, d->status);
     }
     uv_idle_stop(&w->defer_idle);
+}
+
+void lm_worker_defer_task(lm_worker_t *w, lm_defer_t *d)
+{
+    d->next = NULL;
+    if (w->defer_tail)
+        w->defer_tail->next = d;
+    else
+        w->defer_head = d;
+    w->defer_tail = d;
+    uv_idle_start(&w->defer_idle, lm__defer_idle);
 }
 
 static void lm__defer_idle(uv_idle_t *h)
@@ -148,6 +165,7 @@ int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t 
         }
         d->req = req;
         d->cb = cb;
+        d->fn = NULL;
         d->next = NULL;
         if (w->defer_tail)
             w->defer_tail->next = d;
@@ -285,6 +303,46 @@ int lm_parse_hostport(const char *s, struct sockaddr_storage *ss)
     ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port); /* same offset for v6 */
     freeaddrinfo(res);
     return LM_OK;
+}
+
+/* "ADDR:PORT [ssl] [http2] ..." -> srv->listen_addr / listen_ssl. */
+static int lm__parse_listeners(lm_server_t *srv)
+{
+    for (size_t l = 0; l < srv->opts.num_proxy_listen; l++) {
+        char *copy = strdup(srv->opts.proxy_listen[l]);
+        if (!copy)
+            abort();
+        char *save = NULL, *addr = strtok_r(copy, " \t", &save);
+        srv->listen_addr[l] = strdup(addr ? addr : "");
+        for (char *f = strtok_r(NULL, " \t", &save); f; f = strtok_r(NULL, " \t", &save)) {
+            if (strcmp(f, "ssl") == 0) {
+                srv->listen_ssl[l] = true;
+            } else if (strcmp(f, "reuseport") == 0 || strncmp(f, "backlog=", 8) == 0) {
+                /* Kong's flags that are always on here */
+            } else {
+                lm_log_error("proxy listener '%s': unknown flag '%s' (ssl, reuseport, backlog=N)",
+                             srv->opts.proxy_listen[l], f);
+                free(copy);
+                return LM_ERROR;
+            }
+        }
+        free(copy);
+    }
+    return LM_OK;
+}
+
+static void lm__free_listeners(lm_server_t *srv)
+{
+    for (size_t l = 0; l < LM_MAX_LISTEN; l++) {
+        free(srv->listen_addr[l]);
+        srv->listen_addr[l] = NULL;
+    }
+}
+
+static void lm__rotate_tickets(uv_timer_t *t)
+{
+    (void)t;
+    lm_tls_rotate_tickets();
 }
 
 /* A bound, listening TCP socket with SO_REUSEPORT. */
@@ -737,7 +795,7 @@ int lm_server_run(const lm_server_opts_t *opts)
         return 1;
     if (srv->opts.plugin_dir)
         lm_plugin_load_dir(srv->opts.plugin_dir);
-    char terr[256];
+    char terr[256], err[512];
     if (lm_trusted_parse(srv, srv->opts.trusted_ips, terr, sizeof(terr)) != LM_OK) {
         lm_log_error("%s", terr);
         return 2;
@@ -749,6 +807,18 @@ int lm_server_run(const lm_server_opts_t *opts)
             return 1;
         }
     }
+    if (lm__parse_listeners(srv) != LM_OK)
+        return 2;
+    lm_tls_opts_t topts = { .cert_file = srv->opts.ssl_cert, .key_file = srv->opts.ssl_cert_key,
+                            .protocols = srv->opts.ssl_protocols, .ciphers = srv->opts.ssl_ciphers,
+                            .ticket_rotate_s = srv->opts.ssl_ticket_rotate_s };
+    if (lm_tls_init(&topts, err, sizeof(err)) != LM_OK) {
+        lm_log_error("%s", err);
+        lm_tls_cleanup();
+        lm__free_listeners(srv);
+        return 2;
+    }
+    lm_upstream_tls_init();
     lm_snapshot_reaper_start();
     srv->loop = uv_default_loop();
     srv->num_workers = srv->opts.workers;
@@ -758,13 +828,12 @@ int lm_server_run(const lm_server_opts_t *opts)
 
     /* bind everything first, so a port in use fails the start-up cleanly */
     int rc = 1;
-    char err[512];
     for (int i = 0; i < srv->num_workers; i++) {
         lm_worker_t *w = &srv->workers[i];
         w->srv = srv;
         w->id = i;
         for (size_t l = 0; l < srv->opts.num_proxy_listen; l++) {
-            int fd = lm__bind_reuseport(srv->opts.proxy_listen[l], err, sizeof(err));
+            int fd = lm__bind_reuseport(srv->listen_addr[l], err, sizeof(err));
             if (fd < 0) {
                 lm_log_error("proxy listener: %s", err);
                 goto out_fds;
@@ -808,6 +877,10 @@ int lm_server_run(const lm_server_opts_t *opts)
     uv_signal_start(&srv->sigterm, lm__on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, lm__on_signal, SIGINT);
     uv_signal_start(&srv->sighup, lm__on_signal, SIGHUP);
+    uv_timer_init(srv->loop, &srv->ticket_timer);
+    uv_timer_start(&srv->ticket_timer, lm__rotate_tickets, (uint64_t)lm_tls_ticket_rotate_ms(),
+                   (uint64_t)lm_tls_ticket_rotate_ms());
+    uv_unref((uv_handle_t *)&srv->ticket_timer);
     for (size_t l = 0; l < srv->opts.num_proxy_listen; l++)
         lm_log_info("proxy listening on %s (%d workers)", srv->opts.proxy_listen[l], srv->num_workers);
 
@@ -815,6 +888,7 @@ int lm_server_run(const lm_server_opts_t *opts)
     uv_close((uv_handle_t *)&srv->sigterm, lm__close_cb_noop);
     uv_close((uv_handle_t *)&srv->sigint, lm__close_cb_noop);
     uv_close((uv_handle_t *)&srv->sighup, lm__close_cb_noop);
+    uv_close((uv_handle_t *)&srv->ticket_timer, lm__close_cb_noop);
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
     for (int i = 0; i < srv->num_workers; i++) {
@@ -847,6 +921,8 @@ out:
     uv_loop_close(srv->loop);
     lm_metrics_shutdown();
     lm_health_shutdown();
+    lm_tls_cleanup();
+    lm__free_listeners(srv);
     lm_log_info("stopped");
     return rc;
 }

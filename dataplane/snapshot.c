@@ -1,5 +1,6 @@
 /* snapshot.c - see lm_snapshot.h */
 #include "lm_snapshot.h"
+#include "lm_tls.h"
 #include "lm_log.h"
 #include "lm_map.h"
 
@@ -162,15 +163,22 @@ static lm_balancer_t *lm__compile_upstream(lm_snapshot_t *s, lm_map_t *cache, co
 }
 
 static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_map_t *ups, const lm_service_t *svc,
-                                lm_svc_rt_t *rt)
+                                lm_svc_rt_t *rt, lm_config_errors_t *errs)
 {
     lm_arena_t *a = s->arena;
     rt->svc = svc;
     rt->label = svc->name ? svc->name : svc->id ? svc->id : lm_arena_sprintf(a, "service-%zu", svc->index);
     rt->path = lm_str(svc->path ? svc->path : "/");
     int default_port = 80;
-    if (strcmp(svc->protocol, "http") != 0) {
-        rt->unsupported_protocol = true; /* TLS and gRPC upstreams come with the protocols work */
+    if (strcmp(svc->protocol, "https") == 0) {
+        default_port = 443;
+        char err[256] = "";
+        rt->tls = lm_tls_client_ctx(s->cfg, svc, rt->tls_id, err, sizeof(err));
+        if (!rt->tls)
+            lm_config_errors_add(errs, lm_arena_sprintf(a, "services[%zu]", svc->index), "service", rt->label,
+                                 NULL, "%s", err);
+    } else if (strcmp(svc->protocol, "http") != 0) {
+        rt->unsupported_protocol = true; /* gRPC upstreams come with HTTP/2 */
         default_port = 443;
     }
     /* lm_config_find_upstream's answer (the first upstream by name or id), from the map */
@@ -253,9 +261,17 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
             lm_map_put(&ups, lm_str(u->id), u);
     }
     for (size_t i = 0; i < cfg->num_services; i++)
-        lm__compile_service(s, &cache, &ups, cfg->services[i], &s->services[i]);
+        lm__compile_service(s, &cache, &ups, cfg->services[i], &s->services[i], errs);
     lm_map_free(&ups);
     lm_map_free(&cache);
+    char terr[256] = "";
+    s->tls = errs->count ? NULL : lm_tls_store_build(cfg, terr, sizeof(terr));
+    if (!s->tls) {
+        if (!errs->count)
+            lm_config_errors_add(errs, "certificates", "certificate", NULL, NULL, "%s", terr);
+        lm_snapshot_unref(s);
+        return NULL;
+    }
 
     s->num_routes = cfg->num_routes;
     s->routes = lm_arena_calloc(s->arena, (cfg->num_routes + 1) * sizeof(*s->routes));
@@ -273,6 +289,7 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
     cfg->canonical_json = NULL;
     s->doc_json_len = s->doc_json ? strlen(s->doc_json) : 0;
     s->no_route_metrics = lm_metrics_block("", "");
+    lm_tls_cache_sweep(); /* contexts this snapshot did not reuse are dropped from the cache */
     return s;
 }
 
@@ -370,6 +387,10 @@ static void lm__snapshot_free(lm_snapshot_t *s)
         lm_plugin_rt_free(&s->plugins);
     for (size_t i = 0; i < s->num_balancers; i++)
         lm_balancer_free(s->balancers[i]);
+    for (size_t i = 0; i < s->num_services; i++)
+        if (s->services[i].tls)
+            SSL_CTX_free(s->services[i].tls);
+    lm_tls_store_free(s->tls);
     cJSON_free(s->doc_json);
     lm_arena_destroy(s->arena);
     lm_config_free(s->cfg);

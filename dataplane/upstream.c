@@ -6,15 +6,22 @@
  */
 #include "lm_proxy.h"
 #include "lm_log.h"
+#include "lm_tls.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static void lm__up_close(lm_upconn_t *u);
+static void lm__tls_name(lm_req_t *r, char *out, size_t cap);
 
 static void lm__up_handle_closed(uv_handle_t *h)
 {
     lm_upconn_t *u = h->data;
     if (--u->handles == 0) {
+        if (u->tls) {
+            lm_tls_free(u->tls);
+            free(u->tls);
+        }
         free(u->buf);
         free(u);
     }
@@ -47,14 +54,14 @@ static void lm__up_close(lm_upconn_t *u)
     uv_close((uv_handle_t *)&u->tcp, lm__up_handle_closed);
 }
 
-static lm_pool_t *lm__pool(lm_worker_t *w, const lm_peer_t *peer)
+static lm_pool_t *lm__pool(lm_worker_t *w, const char *key)
 {
-    lm_pool_t *p = lm_map_get(&w->pools, lm_str(peer->key));
+    lm_pool_t *p = lm_map_get(&w->pools, lm_str(key));
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
             abort();
-        snprintf(p->key, sizeof(p->key), "%s", peer->key);
+        snprintf(p->key, sizeof(p->key), "%s", key);
         lm_map_put(&w->pools, lm_str(p->key), p);
     }
     return p;
@@ -72,11 +79,27 @@ static void lm__up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = u->cap - u->len;
 }
 
+static void lm__up_input(lm_upconn_t *u, ssize_t nread);
+static void lm__up_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+static void lm__up_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm_upconn_t *u = h->data;
+    b->base = u->w->tls_in;
+    b->len = sizeof(u->w->tls_in);
+}
+
 static void lm__up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     lm_upconn_t *u = s->data;
     if (nread == 0 || u->closing)
         return;
+    lm__up_input(u, nread);
+}
+
+/* nread plaintext bytes were appended to u->buf (or nread < 0: the end). */
+static void lm__up_input(lm_upconn_t *u, ssize_t nread)
+{
     if (u->req == NULL) {
         /* idle: the peer closed or sent something unsolicited */
         lm__up_close(u);
@@ -95,12 +118,115 @@ static void lm__up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     lm_proxy_upstream_data(r);
 }
 
+static void lm__up_tls_drain_task(lm_defer_t *d);
+
+static void lm__up_tls_queue(lm_upconn_t *u)
+{
+    if (!u->tls_queued && !u->closing) {
+        u->tls_queued = true;
+        u->tls_drain.fn = lm__up_tls_drain_task;
+        lm_worker_defer_task(u->w, &u->tls_drain);
+    }
+}
+
 void lm_upstream_read_start(lm_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         u->reading = true;
-        uv_read_start((uv_stream_t *)&u->tcp, lm__up_alloc, lm__up_read);
+        if (u->tls) {
+            uv_read_start((uv_stream_t *)&u->tcp, lm__up_tls_alloc, lm__up_read_tls);
+            if (lm_tls_pending(u->tls))
+                lm__up_tls_queue(u);
+        } else {
+            uv_read_start((uv_stream_t *)&u->tcp, lm__up_alloc, lm__up_read);
+        }
     }
+}
+
+/* Runs the handshake, then decrypts what fits into u->buf and hands it on. */
+static void lm__up_tls_drain(lm_upconn_t *u)
+{
+    if (u->closing)
+        return;
+    if (u->len == u->cap) { /* full: lm_upstream_read_start resumes */
+        lm_upstream_read_stop(u);
+        return;
+    }
+    ssize_t n = lm_tls_read(u->tls, u->buf + u->len, u->cap - u->len);
+    if (lm_tls_flush(u->tls, u->w, (uv_stream_t *)&u->tcp) != LM_OK) {
+        n = LM_ERROR;
+    }
+    if (!u->tls_ready && u->tls->established) {
+        u->tls_ready = true;
+        if (!u->req) {
+            lm__up_close(u);
+            return;
+        }
+        lm_proxy_upstream_ready(u->req);
+        if (u->closing)
+            return;
+    }
+    if (n == LM_AGAIN)
+        return;
+    if (n == LM_ERROR) {
+        char why[200];
+        lm_tls_error(u->tls, why, sizeof(why));
+        lm_log_warn("upstream %s: TLS: %s", u->pool->key, why);
+        atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+        if (u->req && !u->tls_ready)
+            lm_proxy_upstream_error(u->req, 502, why, true);
+        else if (u->req)
+            lm_proxy_upstream_eof(u->req);
+        else
+            lm__up_close(u);
+        return;
+    }
+    lm__up_input(u, n == 0 ? UV_EOF : n);
+    if (!u->closing && u->reading && lm_tls_pending(u->tls))
+        lm__up_tls_queue(u);
+}
+
+static void lm__up_tls_drain_task(lm_defer_t *d)
+{
+    lm_upconn_t *u = lm_container_of(d, lm_upconn_t, tls_drain);
+    u->tls_queued = false;
+    if (u->reading)
+        lm__up_tls_drain(u);
+}
+
+static void lm__up_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm_upconn_t *u = s->data;
+    if (nread == 0 || u->closing)
+        return;
+    if (nread < 0) {
+        if (!u->tls_ready && u->req) {
+            atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
+            lm_proxy_upstream_error(u->req, 502, "upstream closed during the TLS handshake", true);
+            return;
+        }
+        lm__up_input(u, nread);
+        return;
+    }
+    lm_tls_feed(u->tls, b->base, (size_t)nread);
+    lm__up_tls_drain(u);
+}
+
+/* A new resumable session for a TLS connection: kept in its pool. */
+static bool lm__up_session(void *app, SSL_SESSION *sess)
+{
+    lm_upconn_t *u = app;
+    if (u->closing || !u->pool)
+        return false;
+    if (u->pool->tls_sess)
+        SSL_SESSION_free(u->pool->tls_sess);
+    u->pool->tls_sess = sess;
+    return true;
+}
+
+void lm_upstream_tls_init(void)
+{
+    lm_tls_set_session_cb(lm__up_session);
 }
 
 void lm_upstream_read_stop(lm_upconn_t *u)
@@ -122,6 +248,8 @@ static void lm__up_timeout(uv_timer_t *t)
     atomic_fetch_add_explicit(&lm_counters.upstream_errors, 1, memory_order_relaxed);
     if (!u->connected)
         lm_proxy_upstream_error(r, 504, "upstream connect timed out", true);
+    else if (u->tls && !u->tls_ready)
+        lm_proxy_upstream_error(r, 504, "upstream TLS handshake timed out", true);
     else
         lm_proxy_upstream_error(r, 504, u->writing ? "upstream write timed out" : "upstream read timed out",
                                 lm_method_idempotent(r->method)); /* nginx: not POST, LOCK, PATCH once sent */
@@ -159,14 +287,63 @@ static void lm__up_connected(uv_connect_t *creq, int status)
         lm__up_close(u);
         return;
     }
+    if (u->tls_ctx) { /* the handshake first (the connect timeout covers it, as nginx's) */
+        u->tls = malloc(sizeof(*u->tls));
+        char sni[256];
+        lm__tls_name(r, sni, sizeof(sni));
+        if (!u->tls || lm_tls_connect(u->tls, u->tls_ctx, sni, u->tls_verify, u->pool->tls_sess) != LM_OK) {
+            free(u->tls);
+            u->tls = NULL;
+            lm_proxy_upstream_error(r, 502, "upstream TLS: out of memory", false);
+            return;
+        }
+        lm_tls_set_app(u->tls, u);
+        lm_upstream_read_start(u);
+        lm__up_tls_drain(u); /* sends the ClientHello */
+        return;
+    }
     lm_upstream_read_start(u);
     lm_proxy_upstream_ready(r);
+}
+
+/* The name sent as SNI (and verified): the Host the upstream gets, without
+ * its port; "" for an address literal (RFC 6066 forbids those). */
+static void lm__tls_name(lm_req_t *r, char *out, size_t cap)
+{
+    lm_str_t h = r->rrt && r->rrt->route->preserve_host && r->host.len ? r->host : r->peer->host_header;
+    size_t n = h.len;
+    if (n && h.ptr[0] == '[') {
+        out[0] = 0;
+        return;
+    }
+    for (size_t i = 0; i < h.len; i++)
+        if (h.ptr[i] == ':') {
+            n = i;
+            break;
+        }
+    bool numeric = true;
+    for (size_t i = 0; i < n; i++)
+        if (!(h.ptr[i] == '.' || (h.ptr[i] >= '0' && h.ptr[i] <= '9')))
+            numeric = false;
+    if (numeric || n >= cap)
+        n = 0;
+    memcpy(out, h.ptr, n);
+    out[n] = 0;
 }
 
 void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer)
 {
     lm_worker_t *w = r->w;
-    lm_pool_t *p = lm__pool(w, peer);
+    SSL_CTX *tctx = r->srt->tls;
+    char key[LM_POOL_KEY_MAX];
+    if (tctx) { /* TLS connections are reused only for the same settings and name */
+        char sni[256];
+        lm__tls_name(r, sni, sizeof(sni));
+        snprintf(key, sizeof(key), "%s|%s|%s", peer->key, r->srt->tls_id, sni);
+    } else {
+        snprintf(key, sizeof(key), "%s", peer->key);
+    }
+    lm_pool_t *p = lm__pool(w, key);
     while (p->head) {
         lm_upconn_t *u = p->head;
         lm__pool_unlink(u);
@@ -186,6 +363,8 @@ void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer)
     u->cap = LM_UP_BUF;
     u->w = w;
     u->pool = p;
+    u->tls_ctx = tctx;
+    u->tls_verify = tctx && r->srt->svc->tls_verify;
     u->req = r;
     r->up = u;
     uv_tcp_init(&w->loop, &u->tcp);
@@ -242,7 +421,9 @@ static void lm__up_written(uv_write_t *wr, int status)
 int lm_upstream_write(lm_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     u->writing = true;
-    int rc = lm_stream_write(u->w, (uv_stream_t *)&u->tcp, &u->write_req, &u->write_defer, bufs, n, lm__up_written);
+    int rc = u->tls ? lm_tls_write(u->tls, u->w, (uv_stream_t *)&u->tcp, &u->write_req, bufs, n, lm__up_written)
+                    : lm_stream_write(u->w, (uv_stream_t *)&u->tcp, &u->write_req, &u->write_defer, bufs, n,
+                                      lm__up_written);
     if (rc < 0)
         u->writing = false;
     return rc < 0 ? LM_ERROR : LM_OK;
@@ -256,6 +437,8 @@ void lm_upstream_close_pools(lm_worker_t *w)
             continue;
         while (p->head)
             lm__up_close(p->head);
+        if (p->tls_sess)
+            SSL_SESSION_free(p->tls_sess);
         free(p);
     }
     lm_map_free(&w->pools);

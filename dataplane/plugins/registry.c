@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 static const lm_plugin_ops_t *const lm__builtin[] = {
+    &lm_plugin_correlation_id,
     &lm_plugin_bot_detection,
     &lm_plugin_cors,
     &lm_plugin_jwt,
@@ -19,6 +20,11 @@ static const lm_plugin_ops_t *const lm__builtin[] = {
     &lm_plugin_ip_restriction,
     &lm_plugin_request_size_limiting,
     &lm_plugin_acl,
+    &lm_plugin_rate_limiting,
+    &lm_plugin_response_ratelimiting,
+    &lm_plugin_request_transformer,
+    &lm_plugin_response_transformer,
+    &lm_plugin_redirect,
     &lm_plugin_request_termination,
     NULL,
 };

@@ -258,8 +258,8 @@ def test_refused_writes_change_nothing():
         assert st == 400 and "methods" in err["fields"]
         st, err = kong(lm, "curl -X POST http://localhost:8001/plugins --data name=key-auth --data config.nope=1")
         assert st == 400 and err["fields"] == {"config": {"nope": "unknown field"}}
-        st, err = kong(lm, "curl -X POST http://localhost:8001/routes/r1/plugins --data name=rate-limiting "
-                           "--data config.minute=5")
+        st, err = kong(lm, "curl -X POST http://localhost:8001/routes/r1/plugins --data name=proxy-cache "
+                           "--data config.cache_ttl=5")
         assert st == 400 and "name" in err["fields"]
         # unique violations: 409
         st, err = kong(lm, "curl -X POST http://localhost:8001/services --data name=s1 --data host=127.0.0.9")
