@@ -4,7 +4,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
       build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev \
-      libcurl4-openssl-dev \
+      libcurl4-openssl-dev libnghttp2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -12,7 +12,7 @@ RUN make bin/limen-dataplane bin/limen-controller
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      libuv1 libssl3 libcjson1 libyaml-0-2 libpcre2-8-0 libcurl4 ca-certificates \
+      libuv1 libssl3 libcjson1 libyaml-0-2 libpcre2-8-0 libcurl4 libnghttp2-14 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/limen --create-home limen
 COPY --from=build /src/bin/limen-dataplane /src/bin/limen-controller /usr/local/bin/

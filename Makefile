@@ -1,6 +1,6 @@
 # Limen - see README.md. `make run` and `make test` work on a fresh Debian machine as root.
 CC      ?= cc
-PKGS    := libuv libcjson yaml-0.1 libpcre2-8 openssl
+PKGS    := libuv libcjson yaml-0.1 libpcre2-8 openssl libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -124,9 +124,9 @@ lm_str_t lm_ctx_method(lm_ctx_t *ctx) { return R(ctx)->method; }
 lm_str_t lm_ctx_path(lm_ctx_t *ctx) { return R(ctx)->npath; }
 lm_str_t lm_ctx_raw_query(lm_ctx_t *ctx) { return R(ctx)->raw_query; }
 lm_str_t lm_ctx_raw_path(lm_ctx_t *ctx) { return R(ctx)->path; }
-const char *lm_ctx_http_version(lm_ctx_t *ctx) { return R(ctx)->minor == 0 ? "1.0" : "1.1"; }
+const char *lm_ctx_http_version(lm_ctx_t *ctx) { return R(ctx)->c->parent ? "2.0" : R(ctx)->minor == 0 ? "1.0" : "1.1"; }
 lm_str_t lm_ctx_host(lm_ctx_t *ctx) { return R(ctx)->host; }
-const char *lm_ctx_scheme(lm_ctx_t *ctx) { return R(ctx)->c->tls ? "https" : "http"; }
+const char *lm_ctx_scheme(lm_ctx_t *ctx) { return lm_conn_tls(R(ctx)->c) ? "https" : "http"; }
 int lm_ctx_client_port(lm_ctx_t *ctx) { return R(ctx)->c->port; }
 int64_t lm_ctx_content_length(lm_ctx_t *ctx) { return R(ctx)->content_length; }
 bool lm_ctx_has_body(lm_ctx_t *ctx) { return R(ctx)->req_body != LM_BODY_NONE && !(R(ctx)->req_body == LM_BODY_LENGTH && R(ctx)->content_length == 0); }

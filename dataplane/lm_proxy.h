@@ -99,6 +99,7 @@ struct lm_server {
     int listen_fds[LM_MAX_LISTEN]; /* the control thread's bound sockets (kept to check binds) */
     char *listen_addr[LM_MAX_LISTEN]; /* proxy_listen[i] without its flags */
     bool listen_ssl[LM_MAX_LISTEN];   /* "ssl": TLS on that listener */
+    bool listen_http2[LM_MAX_LISTEN]; /* "http2": ALPN h2 (TLS) or the cleartext preface */
     uv_timer_t ticket_timer;          /* rotates the session-ticket keys */
     void *admin;  /* admin/status servers (admin.c) */
     bool stopping;
@@ -111,9 +112,14 @@ struct lm_server {
 };
 
 struct lm_conn {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp;            /* unused by stream connections */
     lm_worker_t *w;
     struct lm_tls_conn *tls; /* TLS listener: the session (lm_tls.h), else NULL */
+    struct lm_h2_session *h2; /* speaking HTTP/2: the session (lm_h2.h) */
+    struct lm_h2_stream *h2s; /* a stream connection: its HTTP/2 stream (no socket of its own) */
+    lm_conn_t *parent;        /* a stream connection: the client connection */
+    bool http2_ok;            /* the listener is flagged http2 */
+    bool h2_complete;         /* a stream connection's response ended normally */
     lm_defer_t tls_drain;    /* decrypted bytes wait: read them at the end of this loop turn */
     bool tls_queued, tls_started; /* started: the first bytes were seen (a handshake record) */
     lm_conn_t *prev, *next;
@@ -260,6 +266,21 @@ void lm_proxy_upstream_eof(lm_req_t *r);
 void lm_proxy_upstream_write_done(lm_req_t *r);
 void lm_proxy_close_idle(lm_worker_t *w);                      /* drain: close idle client conns */
 void lm_proxy_close_all(lm_worker_t *w);
+
+/* The TLS session a connection's bytes travel in (a stream connection's is its parent's). */
+static inline struct lm_tls_conn *lm_conn_tls(const lm_conn_t *c)
+{
+    return c->parent ? c->parent->tls : c->tls;
+}
+
+/* for h2.c: stream connections and the client connection under them */
+lm_conn_t *lm_proxy_stream_open(lm_conn_t *parent, struct lm_h2_stream *st, size_t head_len);
+void lm_proxy_stream_input(lm_conn_t *sc, size_t n); /* n bytes were appended to sc->buf */
+void lm_proxy_stream_abort(lm_conn_t *sc);
+void lm_proxy_stream_read_stop(lm_conn_t *sc); /* sc->buf is full: proxy.c's next read start resumes */
+int lm_proxy_conn_write(lm_conn_t *c, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
+void lm_proxy_conn_close(lm_conn_t *c);
+void lm_proxy_conn_idle(lm_conn_t *c); /* no stream left: the keep-alive timeout runs */
 
 /* ---- ctx.c (the lm_ctx_* API of lm_plugin.h, over lm_req_t) ---- */
 /* Copies the parsed headers into the request's mutable list. */

@@ -74,6 +74,7 @@ typedef struct lm_tls_conn {
     BIO *rbio, *wbio;
     bool established, eof, failed;
     char sni[256]; /* server side: the name the client sent ("" when none) */
+    bool h2_ok;    /* server side: ALPN may choose h2 (an http2 listener) */
     const char *alpn; /* negotiated protocol, "" when none */
 } lm_tls_t;
 

@@ -12,6 +12,7 @@
 #include "lm_proxy.h"
 #include "proxy_int.h"
 #include "lm_tls.h"
+#include "lm_h2.h"
 #include "lm_log.h"
 
 #include <stdio.h>
@@ -124,14 +125,18 @@ static void lm__conn_handle_closed(uv_handle_t *h)
     if (--c->handles > 0)
         return;
     lm_worker_t *w = c->w;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->num_conns--;
-    atomic_fetch_sub_explicit(&lm_counters.connections_active, 1, memory_order_relaxed);
+    if (!c->parent) { /* stream connections are not on the worker's list */
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            w->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        w->num_conns--;
+        atomic_fetch_sub_explicit(&lm_counters.connections_active, 1, memory_order_relaxed);
+    }
+    if (c->h2)
+        lm_h2_free(c);
     lm_arena_destroy(c->arena);
     if (c->tls) {
         lm_tls_free(c->tls);
@@ -166,8 +171,13 @@ static void lm__conn_close(lm_conn_t *c)
     c->closing = true;
     if (c->req)
         lm__req_detach(c->req); /* the arena (and the request) go with the connection */
+    if (c->h2s)
+        lm_h2_stream_detach(c, c->h2_complete);
+    if (c->h2)
+        lm_h2_close(c); /* its streams first */
     uv_close((uv_handle_t *)&c->timer, lm__conn_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, lm__conn_handle_closed);
+    if (!c->parent)
+        uv_close((uv_handle_t *)&c->tcp, lm__conn_handle_closed);
 }
 
 static void lm__conn_timeout(uv_timer_t *t)
@@ -232,6 +242,10 @@ static void lm__conn_linger(lm_conn_t *c)
 {
     if (c->closing)
         return;
+    if (c->parent) { /* a stream: its end (or reset) is all there is */
+        lm__conn_close(c);
+        return;
+    }
     if (c->tls) { /* close_notify first */
         lm_tls_shutdown(c->tls);
         lm_tls_flush(c->tls, c->w, (uv_stream_t *)&c->tcp);
@@ -267,7 +281,9 @@ static void lm__conn_read_start(lm_conn_t *c)
 {
     if (!c->reading && !c->closing) {
         c->reading = true;
-        if (c->tls) {
+        if (c->h2s) {
+            lm_h2_stream_read_start(c);
+        } else if (c->tls) {
             uv_read_start((uv_stream_t *)&c->tcp, lm__tls_alloc, lm__conn_read_tls);
             if (lm_tls_pending(c->tls)) /* decrypted or buffered bytes no socket event will announce */
                 lm__conn_tls_queue(c);
@@ -281,7 +297,8 @@ static void lm__conn_read_stop(lm_conn_t *c)
 {
     if (c->reading) {
         c->reading = false;
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (!c->parent)
+            uv_read_stop((uv_stream_t *)&c->tcp);
     }
 }
 
@@ -363,6 +380,15 @@ static void lm__conn_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 /* nread plaintext bytes were appended to c->buf (or nread < 0: the end). */
 static void lm__conn_input(lm_conn_t *c, ssize_t nread)
 {
+    if (c->h2) {
+        if (nread < 0) {
+            lm__conn_close(c);
+            return;
+        }
+        c->len += (size_t)nread;
+        lm_h2_input(c);
+        return;
+    }
     lm_req_t *r = c->req;
     if (nread < 0) {
         if (r && r->req_body_done && !r->finished) {
@@ -412,10 +438,12 @@ void lm_proxy_on_connection(uv_stream_t *listener, int status)
     if (!c->buf)
         abort();
     size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
+    c->http2_ok = li < LM_MAX_LISTEN && w->srv->listen_http2[li];
     if (li < LM_MAX_LISTEN && w->srv->listen_ssl[li]) {
         c->tls = malloc(sizeof(*c->tls));
         if (!c->tls || lm_tls_accept(c->tls, w) != LM_OK)
             abort();
+        c->tls->h2_ok = c->http2_ok;
     }
     c->next = w->conns;
     if (w->conns)
@@ -526,8 +554,8 @@ static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_bo
     r->writes_pending++;
     uv_timer_start(&r->c->timer, lm__conn_timeout, LM_CLIENT_SEND_TIMEOUT_MS, 0);
     lm_conn_t *c = r->c;
-    int rc = c->tls ? lm_tls_write(c->tls, r->w, (uv_stream_t *)&c->tcp, &cw->wr, bufs, n, lm__client_written)
-                    : lm_stream_write(r->w, (uv_stream_t *)&c->tcp, &cw->wr, &cw->defer, bufs, n, lm__client_written);
+    int rc = c->h2s ? lm_h2_stream_write(c, &cw->wr, bufs, n, lm__client_written)
+                    : lm_proxy_conn_write(c, &cw->wr, &cw->defer, bufs, n, lm__client_written);
     if (rc < 0) {
         r->writes_pending--;
         lm__conn_close(r->c);
@@ -782,8 +810,8 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
         return;
     }
     lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path,
-                         .sni = c->tls ? lm_str(c->tls->sni) : LM_STR_NULL,
-                         .protocol = c->tls ? "https" : "http", .port = c->local_port, .headers = h->headers,
+                         .sni = lm_conn_tls(c) ? lm_str(lm_conn_tls(c)->sni) : LM_STR_NULL,
+                         .protocol = lm_conn_tls(c) ? "https" : "http", .port = c->local_port, .headers = h->headers,
                          .num_headers = h->num_headers };
     lm_route_match_t m;
     int status = 0;
@@ -929,6 +957,20 @@ static void lm__conn_process(lm_conn_t *c)
             uv_timer_start(&c->timer, lm__conn_timeout,
                            c->requests ? LM_CLIENT_KEEPALIVE_TIMEOUT_MS : LM_CLIENT_HEADER_TIMEOUT_MS, 0);
             lm__conn_read_start(c);
+            return;
+        }
+        bool more = false;
+        if (c->http2_ok && c->requests == 0 && !c->parent && lm_h2_is_preface(c->buf, c->len, &more)) {
+            if (more) { /* a prefix of the preface: wait for the rest */
+                lm__conn_read_start(c);
+                return;
+            }
+            uv_timer_stop(&c->timer);
+            if (lm_h2_start(c) != LM_OK) {
+                lm__conn_close(c);
+                return;
+            }
+            lm_h2_input(c);
             return;
         }
         lm_http_header_t headers[LM_MAX_REQ_HEADERS];
@@ -1126,6 +1168,8 @@ static void lm__resp_head(lm_req_t *r, const lm_http1_response_t *resp)
             lm__sb_str(&b, cl);
             LM__SB_LIT(&b, "\r\n");
         }
+    } else if (c->h2s) {
+        /* HTTP/2: the stream's end ends the body */
     } else if (r->minor == 1) {
         LM__SB_LIT(&b, "Transfer-Encoding: chunked\r\n");
         r->resp_chunked_out = true;
@@ -1411,6 +1455,7 @@ static void lm__req_finish(lm_req_t *r)
     }
     if (!r->req_body_done)
         c->want_close = true;
+    c->h2_complete = r->resp_done;
     r->finished = true;
     if (r->ws)
         lm_worker_snap_release(w, r->ws);
@@ -1433,7 +1478,9 @@ void lm_proxy_close_idle(lm_worker_t *w)
 {
     for (lm_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->req == NULL)
+        if (c->h2)
+            lm_h2_shutdown(c); /* GOAWAY; closes when its streams are done */
+        else if (c->req == NULL)
             lm__conn_close(c);
         else
             c->want_close = true;
@@ -1446,4 +1493,66 @@ void lm_proxy_close_all(lm_worker_t *w)
         next = c->next;
         lm__conn_close(c);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* for h2.c                                                            */
+
+int lm_proxy_conn_write(lm_conn_t *c, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n, uv_write_cb cb)
+{
+    int rc = c->tls ? lm_tls_write(c->tls, c->w, (uv_stream_t *)&c->tcp, req, bufs, n, cb)
+                    : lm_stream_write(c->w, (uv_stream_t *)&c->tcp, req, d, bufs, n, cb);
+    return rc < 0 ? LM_ERROR : LM_OK;
+}
+
+void lm_proxy_conn_close(lm_conn_t *c)
+{
+    lm__conn_close(c);
+}
+
+void lm_proxy_conn_idle(lm_conn_t *c)
+{
+    if (!c->closing)
+        uv_timer_start(&c->timer, lm__conn_timeout, LM_CLIENT_KEEPALIVE_TIMEOUT_MS, 0);
+}
+
+lm_conn_t *lm_proxy_stream_open(lm_conn_t *parent, struct lm_h2_stream *st, size_t head_len)
+{
+    lm_worker_t *w = parent->w;
+    lm_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->w = w;
+    c->parent = parent;
+    c->h2s = st;
+    c->cap = LM_MAX(head_len, (size_t)LM_CONN_BUF);
+    c->buf = malloc(c->cap);
+    c->arena = lm_arena_create(8192);
+    if (!c->buf)
+        abort();
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 1;
+    memcpy(c->ip, parent->ip, sizeof(c->ip));
+    c->port = parent->port;
+    c->local_port = parent->local_port;
+    c->want_close = true; /* one request per stream */
+    c->reading = true;
+    return c;
+}
+
+void lm_proxy_stream_input(lm_conn_t *sc, size_t n)
+{
+    if (!sc->closing)
+        lm__conn_input(sc, (ssize_t)n);
+}
+
+void lm_proxy_stream_abort(lm_conn_t *sc)
+{
+    lm__conn_close(sc);
+}
+
+void lm_proxy_stream_read_stop(lm_conn_t *sc)
+{
+    lm__conn_read_stop(sc);
 }

@@ -192,7 +192,7 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
         lm__sb_cstr(&b, c->ip);
         LM__SB_LIT(&b, "\r\n");
     }
-    if (c->tls)
+    if (lm_conn_tls(c))
         LM__SB_LIT(&b, "X-Forwarded-Proto: https\r\nX-Forwarded-Host: ");
     else
         LM__SB_LIT(&b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");

@@ -10,6 +10,7 @@
 #include "lm_log.h"
 #include "lm_proxy.h"
 #include "lm_tls.h"
+#include "lm_h2.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -317,10 +318,12 @@ static int lm__parse_listeners(lm_server_t *srv)
         for (char *f = strtok_r(NULL, " \t", &save); f; f = strtok_r(NULL, " \t", &save)) {
             if (strcmp(f, "ssl") == 0) {
                 srv->listen_ssl[l] = true;
+            } else if (strcmp(f, "http2") == 0) {
+                srv->listen_http2[l] = true;
             } else if (strcmp(f, "reuseport") == 0 || strncmp(f, "backlog=", 8) == 0) {
                 /* Kong's flags that are always on here */
             } else {
-                lm_log_error("proxy listener '%s': unknown flag '%s' (ssl, reuseport, backlog=N)",
+                lm_log_error("proxy listener '%s': unknown flag '%s' (ssl, http2, reuseport, backlog=N)",
                              srv->opts.proxy_listen[l], f);
                 free(copy);
                 return LM_ERROR;
@@ -819,6 +822,7 @@ int lm_server_run(const lm_server_opts_t *opts)
         return 2;
     }
     lm_upstream_tls_init();
+    lm_h2_global_init();
     lm_snapshot_reaper_start();
     srv->loop = uv_default_loop();
     srv->num_workers = srv->opts.workers;
@@ -922,6 +926,7 @@ out:
     lm_metrics_shutdown();
     lm_health_shutdown();
     lm_tls_cleanup();
+    lm_h2_global_cleanup();
     lm__free_listeners(srv);
     lm_log_info("stopped");
     return rc;

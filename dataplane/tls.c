@@ -106,7 +106,19 @@ static int lm__ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_
 static int lm__alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                        unsigned inlen, void *arg)
 {
-    (void)s, (void)arg;
+    (void)arg;
+    lm_tls_t *t = SSL_get_ex_data(s, lm__tls.app_idx);
+    for (unsigned i = 0; t && t->h2_ok && i < inlen;) { /* h2 first when the client offers it */
+        unsigned n = in[i];
+        if (i + 1 + n > inlen)
+            break;
+        if (n == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
+            *out = in + i + 1;
+            *outlen = 2;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
     for (unsigned i = 0; i < inlen;) {
         unsigned n = in[i];
         if (i + 1 + n > inlen)

@@ -3,8 +3,8 @@
 # those that are missing (idempotent). Run as root (or with sudo available).
 set -euo pipefail
 
-BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev libcurl4-openssl-dev"
-TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps"
+BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev libcurl4-openssl-dev libnghttp2-dev"
+TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps nghttp2-client"
 BENCH_PKGS="wrk nginx-light haproxy"
 
 want="$BUILD_PKGS $TEST_PKGS"
@@ -17,9 +17,9 @@ for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 # Python test harness packages (dataplane/t/requirements.txt), from PyPI
-if ! python3 -c 'import pytest, prometheus_client' 2>/dev/null; then
+if ! python3 -c 'import pytest, prometheus_client, h2' 2>/dev/null; then
   python3 -m pip install -q pytest -r "$(dirname "$0")/../dataplane/t/requirements.txt" >/dev/null 2>&1 ||
-    missing="$missing python3-pytest python3-prometheus-client"
+    missing="$missing python3-pytest python3-prometheus-client python3-h2"
 fi
 [ -z "$missing" ] && exit 0
 

@@ -182,7 +182,7 @@ def test_matrix_entry(rendered, id_):
     assert ("https" in ports) == https
     if https:
         assert ports["https"]["port"] == 443
-        assert "0.0.0.0:8443 ssl" in flag(dp, "--proxy-listen")  # TLS terminated there
+        assert "0.0.0.0:8443 ssl http2" in flag(dp, "--proxy-listen")  # TLS terminated there, h2 by ALPN
     assert "0.0.0.0:8000" in flag(dp, "--proxy-listen")
     assert flag(dp, "--status-listen") == ["0.0.0.0:8100"]
     assert "--managed" in args_of(dp)

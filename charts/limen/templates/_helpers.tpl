@@ -265,7 +265,7 @@ annotations:
 {{- $args = concat $args (list "--proxy-listen" (printf "0.0.0.0:%d" (int $d.httpPort))) }}
 {{- end }}
 {{- if $.Values.service.https.enabled }}
-{{- $args = concat $args (list "--proxy-listen" (printf "0.0.0.0:%d ssl" (int $d.httpsPort))) }}
+{{- $args = concat $args (list "--proxy-listen" (printf "0.0.0.0:%d ssl http2" (int $d.httpsPort))) }}
 {{- end }}
 {{- if eq $shape "sidecar" }}
 {{- $args = concat $args (list "--admin-listen" "unix:/var/run/limen/admin.sock") }}
