@@ -7,6 +7,9 @@
 #include "lm_log.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,13 +48,14 @@ struct lm_h2_stream {
     bool zombie;                 /* freed once its queued tasks ran */
     int queued;                  /* tasks on the worker's defer list that point here */
     /* request */
-    char *method, *path, *authority;
+    char *method, *path, *authority, *protocol; /* protocol: RFC 8441 extended CONNECT */
     char *hdrs;                  /* regular headers as HTTP/1.1 lines */
     size_t hdrs_len, hdrs_cap;
     size_t header_bytes;
     char *cookie;                /* cookie crumbs, joined with "; " */
     size_t cookie_len, cookie_cap;
     bool has_cl, chunked_in, is_head, started;
+    bool ws;                     /* extended CONNECT for a WebSocket: a tunnel once the upstream says 101 */
     char *in;                    /* DATA not yet given to proxy.c */
     size_t in_len, in_cap;
     bool in_ended, eof_given;
@@ -66,6 +70,8 @@ struct lm_h2_stream {
     size_t written, sent;        /* totals: taken from proxy.c, framed */
     lm__h2_wait_t waits[LM_H2_MAX_WRITES];
     size_t num_waits;
+    char *trailers;              /* "Name: value\r\n" lines to send after the body */
+    size_t trailers_len;
 };
 
 struct lm_h2_session {
@@ -205,11 +211,13 @@ static void lm__h2_stream_free(lm_h2_stream_t *st)
     free(st->method);
     free(st->path);
     free(st->authority);
+    free(st->protocol);
     free(st->hdrs);
     free(st->cookie);
     free(st->in);
     free(st->rhead);
     free(st->out);
+    free(st->trailers);
     free(st);
 }
 
@@ -279,10 +287,25 @@ static int lm__h2_start_request(lm_h2_stream_t *st, bool end_stream)
     const char *path = st->path ? st->path : st->authority ? st->authority : "/"; /* CONNECT: the authority */
     if (!st->method)
         return LM_ERROR;
-    lm__append(&head, &len, &cap, st->method, strlen(st->method));
-    lm__append(&head, &len, &cap, " ", 1);
-    lm__append(&head, &len, &cap, path, strlen(path));
-    lm__append(&head, &len, &cap, " HTTP/1.1\r\n", 11);
+    /* RFC 8441: a WebSocket over an HTTP/2 stream reaches the upstream as an HTTP/1.1 upgrade */
+    st->ws = strcmp(st->method, "CONNECT") == 0 && st->protocol && strcasecmp(st->protocol, "websocket") == 0;
+    if (st->ws) {
+        unsigned char key[16];
+        char key64[32];
+        RAND_bytes(key, sizeof(key));
+        EVP_EncodeBlock((unsigned char *)key64, key, sizeof(key));
+        lm__append(&head, &len, &cap, "GET ", 4);
+        lm__append(&head, &len, &cap, path, strlen(path));
+        lm__append(&head, &len, &cap, " HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: ", 71);
+        lm__append(&head, &len, &cap, key64, strlen(key64));
+        lm__append(&head, &len, &cap, "\r\n", 2);
+        end_stream = true; /* no body: what follows is the tunnel */
+    } else {
+        lm__append(&head, &len, &cap, st->method, strlen(st->method));
+        lm__append(&head, &len, &cap, " ", 1);
+        lm__append(&head, &len, &cap, path, strlen(path));
+        lm__append(&head, &len, &cap, " HTTP/1.1\r\n", 11);
+    }
     if (st->authority) {
         lm__append(&head, &len, &cap, "Host: ", 6);
         lm__append(&head, &len, &cap, st->authority, strlen(st->authority));
@@ -303,7 +326,7 @@ static int lm__h2_start_request(lm_h2_stream_t *st, bool end_stream)
     free(st->hdrs);
     st->hdrs = NULL;
     st->hdrs_len = st->hdrs_cap = 0;
-    st->in_ended = end_stream;
+    st->in_ended = end_stream && !st->ws;
     st->started = true;
     lm_conn_t *sc = lm_proxy_stream_open(s->c, st, len);
     if (!sc) {
@@ -360,6 +383,11 @@ static void lm__h2_pump(lm_h2_stream_t *st)
         sc->len = before; /* proxy.c appends it itself */
         lm_proxy_stream_input(sc, added);
     }
+    if (st->ws && st->in_ended && st->in_len == 0 && !st->eof_given && st->sc == sc && !sc->closing) {
+        st->eof_given = true; /* the client ended its side of the tunnel */
+        lm_proxy_stream_eof(sc);
+        return;
+    }
     /* more waits: again at the end of this loop turn (stops there if proxy.c left no room) */
     if (st->sc == sc && !sc->closing && sc->reading &&
         (st->in_len > 0 || (st->in_ended && st->chunked_in && !st->eof_given)))
@@ -376,6 +404,40 @@ void lm_h2_stream_read_start(lm_conn_t *sc)
 /* ------------------------------------------------------------------ */
 /* streams: response side                                              */
 
+static bool lm__h2_hop(lm_str_t n);
+
+/* At the end of the body: trailers (gRPC's status) instead of END_STREAM on DATA. */
+static void lm__h2_end_body(lm_h2_stream_t *st, uint32_t *flags)
+{
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (!st->trailers_len)
+        return;
+    nghttp2_nv nva[64];
+    size_t nv = 0;
+    char *p = st->trailers, *end = st->trailers + st->trailers_len;
+    while (p < end && nv < LM_ARRAY_SIZE(nva)) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        char *colon = memchr(p, ':', (size_t)(end - p));
+        if (!eol || !colon || colon > eol)
+            break;
+        char *v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        char *ve = eol;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        for (char *q = p; q < colon; q++)
+            *q = lm_tolower(*q);
+        lm_str_t name = { p, (size_t)(colon - p) };
+        if (!lm__h2_hop(name))
+            nva[nv++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v),
+                                      NGHTTP2_NV_FLAG_NONE };
+        p = eol + 1;
+    }
+    if (nv && nghttp2_submit_trailer(st->sess->ng, st->id, nva, nv) == 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+}
+
 static ssize_t lm__h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                                 nghttp2_data_source *src, void *ud)
 {
@@ -384,7 +446,7 @@ static ssize_t lm__h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, s
     size_t avail = st->out_len - st->out_off;
     if (avail == 0) {
         if (st->ended) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            lm__h2_end_body(st, flags);
             return 0;
         }
         return NGHTTP2_ERR_DEFERRED;
@@ -396,7 +458,7 @@ static ssize_t lm__h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, s
     if (st->out_off == st->out_len)
         st->out_off = st->out_len = 0;
     if (st->ended && st->out_len == 0)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        lm__h2_end_body(st, flags);
     /* proxy.c's writes whose bytes are all framed complete now */
     size_t i = 0;
     while (i < st->num_waits && st->waits[i].end <= st->sent) {
@@ -435,18 +497,20 @@ static ssize_t lm__h2_submit_head(lm_h2_stream_t *st, const char *p, size_t n)
         return 0;
     if (rc < 0)
         return -1;
-    if (resp.status < 200)
+    bool tunnel = st->ws && resp.status == 101;
+    if (resp.status < 200 && !tunnel)
         return rc;
     nghttp2_nv nva[LM_MAX_REQ_HEADERS + 1];
     char status[12];
-    snprintf(status, sizeof(status), "%03d", resp.status % 1000);
+    snprintf(status, sizeof(status), "%03d", tunnel ? 200 : resp.status % 1000); /* RFC 8441: 200 opens it */
     size_t nv = 0;
     nva[nv++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
     char lower[8192];
     size_t lo = 0;
     for (size_t i = 0; i < resp.num_headers; i++) {
         lm_str_t name = headers[i].name;
-        if (lm__h2_hop(name) || name.len > sizeof(lower) - lo)
+        if (lm__h2_hop(name) || name.len > sizeof(lower) - lo ||
+            (tunnel && lm_str_ieq_cstr(name, "sec-websocket-accept")))
             continue;
         for (size_t j = 0; j < name.len; j++) /* names are lower-case in HTTP/2 */
             lower[lo + j] = lm_tolower(name.ptr[j]);
@@ -455,6 +519,11 @@ static ssize_t lm__h2_submit_head(lm_h2_stream_t *st, const char *p, size_t n)
         lo += name.len;
     }
     bool bodiless = st->is_head || resp.status == 204 || resp.status == 304;
+    const lm_http_header_t *cl = lm_http1_find(headers, resp.num_headers, LM_HDR_CONTENT_LENGTH);
+    if (cl && lm_str_eq(cl->value, LM_STR("0")) && !tunnel)
+        bodiless = true; /* END_STREAM on HEADERS */
+    if (lm_http1_find_name(headers, resp.num_headers, LM_STR("grpc-status")))
+        bodiless = true; /* a gRPC trailers-only answer is exactly one HEADERS frame */
     nghttp2_data_provider prd = { .source.ptr = st, .read_callback = lm__h2_read_body };
     if (nghttp2_submit_response(st->sess->ng, st->id, nva, nv, bodiless ? NULL : &prd) != 0)
         return -1;
@@ -578,6 +647,7 @@ static int lm__on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint
         char **slot = lm_str_eq(n, LM_STR(":method"))      ? &st->method
                       : lm_str_eq(n, LM_STR(":path"))      ? &st->path
                       : lm_str_eq(n, LM_STR(":authority")) ? &st->authority
+                      : lm_str_eq(n, LM_STR(":protocol"))  ? &st->protocol
                                                            : NULL; /* :scheme: the connection tells */
         if (slot && !*slot)
             *slot = lm__dup(value, vlen);
@@ -694,6 +764,7 @@ int lm_h2_start(lm_conn_t *c)
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, LM_H2_STREAM_WINDOW },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, LM_H2_MAX_HEADER_LIST },
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 }, /* RFC 8441 WebSockets */
     };
     nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, LM_ARRAY_SIZE(iv));
     nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, LM_H2_CONN_WINDOW);
@@ -757,4 +828,16 @@ void lm_h2_free(lm_conn_t *c)
     free(s->wbuf);
     free(s);
     c->h2 = NULL;
+}
+
+void lm_h2_stream_trailers(lm_conn_t *sc, const char *lines, size_t len)
+{
+    lm_h2_stream_t *st = sc->h2s;
+    if (!st || st->trailers_len)
+        return;
+    st->trailers = malloc(len);
+    if (!st->trailers)
+        abort();
+    memcpy(st->trailers, lines, len);
+    st->trailers_len = len;
 }

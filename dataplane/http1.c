@@ -791,6 +791,9 @@ int lm_chunked_decode(lm_chunked_t *d, char *buf, size_t *len, size_t *rest)
             d->error_reason = "trailer section too large";
             goto fail;
         }
+        if (d->keep && d->state >= CH_TR_LINE && d->state != CH_END_LF && !(d->state == CH_TR_LINE && c == '\r') &&
+            d->keep_len < d->keep_cap)
+            d->keep[d->keep_len++] = (char)c;
         switch (d->state) {
         case CH_SIZE: {
             int h = hexval(c);

@@ -49,6 +49,8 @@ void lm_h2_shutdown(lm_conn_t *c);
 /* Stream connections (c->h2s), called by proxy.c. */
 int lm_h2_stream_write(lm_conn_t *sc, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
 void lm_h2_stream_read_start(lm_conn_t *sc);
+/* The upstream's trailers ("Name: value\r\n" lines), sent after the body. */
+void lm_h2_stream_trailers(lm_conn_t *sc, const char *lines, size_t len);
 /* sc is closing: complete means its response ended normally (END_STREAM),
  * else the stream is reset. */
 void lm_h2_stream_detach(lm_conn_t *sc, bool complete);

@@ -148,6 +148,11 @@ typedef struct {
     size_t trailer_bytes; /* total trailer bytes (bounded by max_trailer) */
     size_t max_trailer;   /* 0 = 32768 */
     const char *error_reason;
+    /* when keep is set (by the caller, with keep_cap bytes), the trailer
+     * section's lines ("Name: value\r\n"...) are copied there; lines past
+     * keep_cap are dropped */
+    char *keep;
+    size_t keep_len, keep_cap;
 } lm_chunked_t;
 
 /*
@@ -157,7 +162,8 @@ typedef struct {
  * (malformed: bad size, bad extension, missing CRLF, bad trailer), or LM_OK
  * (the last chunk and trailers were read); then *rest bytes that followed the
  * body have been moved to buf[*len .. *len + *rest).
- * Chunk extensions are validated and dropped; trailers are validated and dropped.
+ * Chunk extensions are validated and dropped; trailers are validated and dropped
+ * (or kept: lm_chunked_t.keep).
  */
 int lm_chunked_decode(lm_chunked_t *d, char *buf, size_t *len, size_t *rest);
 

@@ -139,6 +139,8 @@ struct lm_upconn {
     uv_tcp_t tcp;
     struct lm_tls_conn *tls;  /* service protocol https, else NULL */
     struct ssl_ctx_st *tls_ctx;
+    struct lm_uh2 *h2;        /* service protocol grpc/grpcs: HTTP/2 (lm_uh2.h) */
+    bool want_h2;
     lm_defer_t tls_drain;
     bool tls_queued, tls_ready, tls_verify;
     uv_connect_t connect_req;
@@ -277,6 +279,7 @@ static inline struct lm_tls_conn *lm_conn_tls(const lm_conn_t *c)
 lm_conn_t *lm_proxy_stream_open(lm_conn_t *parent, struct lm_h2_stream *st, size_t head_len);
 void lm_proxy_stream_input(lm_conn_t *sc, size_t n); /* n bytes were appended to sc->buf */
 void lm_proxy_stream_abort(lm_conn_t *sc);
+void lm_proxy_stream_eof(lm_conn_t *sc); /* the client ended its side (a tunnel ends) */
 void lm_proxy_stream_read_stop(lm_conn_t *sc); /* sc->buf is full: proxy.c's next read start resumes */
 int lm_proxy_conn_write(lm_conn_t *c, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
 void lm_proxy_conn_close(lm_conn_t *c);

@@ -33,9 +33,10 @@ typedef struct {
     lm_peer_t *peers;      /* = bal->peers: resolved addresses (upstream targets or the host's addresses) */
     size_t num_peers;
     const char *resolve_error; /* non-NULL when nothing could be resolved: 503 */
-    bool unsupported_protocol; /* grpc/grpcs (HTTP/2 upstreams not yet): 502 */
+    bool unsupported_protocol; /* a protocol HTTP routes cannot proxy to (tcp, tls, ...): 502 */
     struct ssl_ctx_st *tls;    /* protocol https: the client context (lm_tls_client_ctx), else NULL */
     char tls_id[17];           /* its content id (upstream pools are keyed by it) */
+    bool h2;                   /* protocol grpc/grpcs: HTTP/2 to the upstream */
 } lm_svc_rt_t;
 
 typedef struct {

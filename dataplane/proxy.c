@@ -33,6 +33,10 @@ static void lm__conn_read_start(lm_conn_t *c);
 static void lm__resp_end_at_close(lm_req_t *r);
 static void lm__peer_release(lm_req_t *r);
 static void lm__body_feed(lm_req_t *r);
+static void lm__tunnel_start(lm_req_t *r, const lm_http1_response_t *resp, size_t head_len);
+static void lm__tunnel_up(lm_req_t *r);
+static void lm__tunnel_written(lm_req_t *r);
+static void lm__tunnel_end(lm_req_t *r);
 
 
 
@@ -390,6 +394,10 @@ static void lm__conn_input(lm_conn_t *c, ssize_t nread)
         return;
     }
     lm_req_t *r = c->req;
+    if (nread < 0 && r && LM__EXT(r)->tunnel) {
+        lm__tunnel_end(r);
+        return;
+    }
     if (nread < 0) {
         if (r && r->req_body_done && !r->finished) {
             /* half-close after a complete request: answer it, then close */
@@ -401,6 +409,11 @@ static void lm__conn_input(lm_conn_t *c, ssize_t nread)
         return;
     }
     c->len += (size_t)nread;
+    if (r && LM__EXT(r)->tunnel) {
+        r->bytes_in += (size_t)nread;
+        lm__tunnel_up(r);
+        return;
+    }
     if (r) {
         r->bytes_in += (size_t)nread;
         if (!r->req_body_done) {
@@ -568,10 +581,54 @@ static void lm__client_write(lm_req_t *r, uv_buf_t *bufs, unsigned n, bool is_bo
 /* Serialises the response header list (after header_filter) into b. */
 static void lm__sb_resp_hdrs(lm__sb_t *b, const lm_req_t *r);
 
+/* gRPC's code for an HTTP status (the mapping gRPC documents for HTTP errors) */
+static int lm__grpc_code(int status)
+{
+    switch (status) {
+    case 400: return 13; /* INTERNAL */
+    case 401: return 16; /* UNAUTHENTICATED */
+    case 403: return 7;  /* PERMISSION_DENIED */
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 429: case 502: case 503: case 504: return 14; /* UNAVAILABLE */
+    default: return status >= 200 && status < 300 ? 0 : 2; /* UNKNOWN */
+    }
+}
+
+/* grpc-message: percent-encoded outside printable ASCII (and '%') */
+static char *lm__grpc_message(lm_arena_t *a, const char *body, size_t len, const char *fallback)
+{
+    char msg[512];
+    size_t n = 0;
+    cJSON *j = len ? cJSON_ParseWithLength(body, len) : NULL;
+    const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
+    if (!m)
+        m = fallback;
+    for (const unsigned char *p = (const unsigned char *)m; *p && n + 4 < sizeof(msg); p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+            msg[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(msg + n, 4, "%%%02X", *p);
+    }
+    msg[n] = 0;
+    cJSON_Delete(j);
+    return lm_arena_strdup(a, msg);
+}
+
 static void lm__respond(lm_req_t *r, int status, const char *content_type, const char *body, size_t body_len,
                         const char *extra_headers)
 {
     lm_conn_t *c = r->c;
+    if (LM__EXT(r)->grpc && status != 200) {
+        /* gRPC clients read errors from grpc-status / grpc-message, not from a body (a trailers-only answer) */
+        char *hdrs = lm_arena_sprintf(r->arena, "grpc-status: %d\r\ngrpc-message: %s\r\n%s", lm__grpc_code(status),
+                                      lm__grpc_message(r->arena, body, body_len, lm__default_message(status)),
+                                      extra_headers ? extra_headers : "");
+        status = 200;
+        content_type = "application/grpc";
+        body = "";
+        body_len = 0;
+        extra_headers = hdrs;
+    }
     r->status = status;
     /* a request body we did not read makes the connection unusable */
     if (!r->req_body_done)
@@ -787,6 +844,10 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
     r->req_left = h->body_kind == LM_BODY_LENGTH ? h->content_length : 0;
     r->req_body_done = h->body_kind == LM_BODY_NONE || (h->body_kind == LM_BODY_LENGTH && h->content_length == 0);
     r->expect_continue = h->expect_continue && !r->req_body_done && h->minor_version == 1;
+    if (h->upgrade) { /* only WebSocket upgrades are passed on (h2c and others are answered over HTTP/1.1) */
+        const lm_http_header_t *up = lm_http1_find(h->headers, h->num_headers, LM_HDR_UPGRADE);
+        x->ws = up && lm_str_ieq(up->value, LM_STR("websocket")) && lm_str_eq(h->method, LM_STR("GET"));
+    }
     r->bytes_in = head_len;
     r->ws = lm_worker_snap_acquire(w);
     c->req = r;
@@ -809,9 +870,14 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
         lm__plugin_failed(r);
         return;
     }
+    if (c->parent) { /* gRPC: HTTP/2 with a content type of application/grpc (as Kong tells) */
+        const lm_http_header_t *ct = lm_http1_find(h->headers, h->num_headers, LM_HDR_CONTENT_TYPE);
+        x->grpc = ct && lm_str_has_prefix(ct->value, LM_STR("application/grpc"));
+    }
+    const char *proto = x->grpc ? (lm_conn_tls(c) ? "grpcs" : "grpc") : lm_conn_tls(c) ? "https" : "http";
     lm_route_req_t q = { .method = h->method, .host = h->host, .path = h->path,
                          .sni = lm_conn_tls(c) ? lm_str(lm_conn_tls(c)->sni) : LM_STR_NULL,
-                         .protocol = lm_conn_tls(c) ? "https" : "http", .port = c->local_port, .headers = h->headers,
+                         .protocol = proto, .port = c->local_port, .headers = h->headers,
                          .num_headers = h->num_headers };
     lm_route_match_t m;
     int status = 0;
@@ -1094,6 +1160,10 @@ void lm_proxy_upstream_write_done(lm_req_t *r)
 {
     lm__req_ext_t *x = LM__EXT(r);
     lm_conn_t *c = r->c;
+    if (x->tunnel) {
+        lm__tunnel_written(r);
+        return;
+    }
     if (x->req_inflight) {
         memmove(c->buf, c->buf + x->req_inflight, c->len - x->req_inflight);
         c->len -= x->req_inflight;
@@ -1227,6 +1297,10 @@ static void lm__resp_pump(lm_req_t *r)
         break;
     case LM_BODY_CHUNKED: {
         size_t dl = u->len, rest = 0;
+        if (r->c->h2s && !r->resp_chunked.keep) { /* trailers (grpc-status) go on to an HTTP/2 client */
+            r->resp_chunked.keep_cap = 4096;
+            r->resp_chunked.keep = lm_arena_alloc(r->arena, r->resp_chunked.keep_cap);
+        }
         int rc = lm_chunked_decode(&r->resp_chunked, u->buf, &dl, &rest);
         if (rc == LM_ERROR) {
             lm_log_warn("invalid chunked body from upstream %s", u->pool->key);
@@ -1247,6 +1321,8 @@ static void lm__resp_pump(lm_req_t *r)
             r->resp_done = true;
             if (framed)
                 bufs[n++] = uv_buf_init("0\r\n\r\n", 5);
+            if (r->c->h2s && r->resp_chunked.keep_len)
+                lm_h2_stream_trailers(r->c, r->resp_chunked.keep, r->resp_chunked.keep_len);
         }
         break;
     }
@@ -1300,6 +1376,10 @@ void lm_proxy_upstream_data(lm_req_t *r)
         if (rc == LM_AGAIN) {
             if (u->len >= u->cap)
                 lm_proxy_upstream_error(r, 502, "upstream response head too large", false);
+            return;
+        }
+        if (rc > 0 && resp.status == 101 && LM__EXT(r)->ws) {
+            lm__tunnel_start(r, &resp, (size_t)rc);
             return;
         }
         if (rc < 0 || resp.status == 101) {
@@ -1376,6 +1456,10 @@ void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retr
         lm_upstream_abort(r->up);
         r->up = NULL;
     }
+    if (x->tunnel) { /* idle too long, or the upstream failed: the tunnel ends (and is logged) */
+        lm__tunnel_end(r);
+        return;
+    }
     if (r->resp_head_sent) {
         lm__conn_close(r->c);
         return;
@@ -1405,6 +1489,96 @@ void lm_proxy_upstream_error(lm_req_t *r, int status, const char *why, bool retr
     }
     lm_log_info("request %s to %s failed: %s", lm__rid(r), r->peer ? r->peer->key : "?", why);
     lm__respond_error(r, status, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* WebSocket tunnels                                                   */
+
+/* The upstream accepted the upgrade: the 101 goes to the client, then bytes
+ * flow both ways unparsed, each direction held back while the other side's
+ * write is pending; the service's read_timeout is the idle timeout. */
+static void lm__tunnel_start(lm_req_t *r, const lm_http1_response_t *resp, size_t head_len)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_upconn_t *u = r->up;
+    lm_conn_t *c = r->c;
+    r->t_upstream_head = uv_now(&r->w->loop);
+    lm_balancer_report(r->srt->bal, &x->pick, LM_HR_STATUS, 101, r->t_upstream_head);
+    lm__sb_t b = { r->arena, NULL, 0, 0 };
+    b.cap = 256 + resp->num_headers * 64;
+    b.p = lm_arena_alloc(r->arena, b.cap);
+    LM__SB_LIT(&b, "HTTP/1.1 101 Switching Protocols\r\n");
+    for (size_t i = 0; i < resp->num_headers; i++) {
+        const lm_http_header_t *hd = &resp->headers[i];
+        if (hd->flags & LM_HDR_F_HOP)
+            continue;
+        lm__sb_str(&b, hd->name);
+        LM__SB_LIT(&b, ": ");
+        lm__sb_str(&b, hd->value);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    LM__SB_LIT(&b, "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    memmove(u->buf, u->buf + head_len, u->len - head_len);
+    u->len -= head_len;
+    r->status = 101;
+    r->resp_head_sent = true;
+    r->resp_body = LM_BODY_UNTIL_CLOSE; /* upstream -> client: lm__resp_pump, unframed */
+    r->resp_chunked_out = false;
+    r->resp_upstream_reusable = false;
+    r->bytes_out += b.len;
+    x->tunnel = true;
+    x->resp_head = b.p;
+    x->resp_head_len = b.len;
+    c->want_close = true; /* the connection ends with the tunnel */
+    uv_timer_stop(&c->timer);
+    lm__resp_pump(r);
+    lm__conn_read_start(c);
+    if (c->len)
+        lm__tunnel_up(r); /* frames the client sent right after its handshake */
+}
+
+/* client -> upstream */
+static void lm__tunnel_up(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_conn_t *c = r->c;
+    lm_upconn_t *u = r->up;
+    if (!u || r->finished || x->req_inflight || u->writing || c->len == 0)
+        return;
+    uv_buf_t b = uv_buf_init(c->buf, (unsigned)c->len);
+    x->req_inflight = c->len;
+    lm__conn_read_stop(c); /* until the upstream took it */
+    lm_upstream_set_timer(u, (uint64_t)r->srt->svc->write_timeout);
+    if (lm_upstream_write(u, &b, 1) != LM_OK)
+        lm__tunnel_end(r);
+}
+
+static void lm__tunnel_written(lm_req_t *r)
+{
+    lm__req_ext_t *x = LM__EXT(r);
+    lm_conn_t *c = r->c;
+    memmove(c->buf, c->buf + x->req_inflight, c->len - x->req_inflight);
+    c->len -= x->req_inflight;
+    x->req_inflight = 0;
+    if (r->up && !x->resp_writing) /* traffic either way keeps the tunnel alive */
+        lm_upstream_set_timer(r->up, (uint64_t)r->srt->svc->read_timeout);
+    lm__conn_read_start(c);
+    if (c->len)
+        lm__tunnel_up(r);
+}
+
+static void lm__tunnel_end(lm_req_t *r)
+{
+    if (r->finished)
+        return;
+    if (r->up) {
+        lm_upstream_abort(r->up);
+        r->up = NULL;
+    }
+    r->resp_done = true;
+    r->c->want_close = true;
+    if (r->writes_pending == 0)
+        lm__req_finish(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1550,6 +1724,12 @@ void lm_proxy_stream_input(lm_conn_t *sc, size_t n)
 void lm_proxy_stream_abort(lm_conn_t *sc)
 {
     lm__conn_close(sc);
+}
+
+void lm_proxy_stream_eof(lm_conn_t *sc)
+{
+    if (!sc->closing)
+        lm__conn_input(sc, UV_EOF);
 }
 
 void lm_proxy_stream_read_stop(lm_conn_t *sc)

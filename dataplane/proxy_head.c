@@ -187,6 +187,8 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
         lm__sb_str(&b, hd->value);
         LM__SB_LIT(&b, "\r\n");
     }
+    if (LM__EXT(r)->ws) /* hop-by-hop, so dropped above: the handshake needs them */
+        LM__SB_LIT(&b, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     if (!xff_done) {
         LM__SB_LIT(&b, "X-Forwarded-For: ");
         lm__sb_cstr(&b, c->ip);

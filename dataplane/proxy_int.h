@@ -29,6 +29,9 @@ typedef struct {
     uint8_t body_state;
     char *body;                 /* de-chunked body (request arena) */
     size_t body_len, body_cap;
+    bool ws;                    /* a WebSocket handshake (Upgrade: websocket) to pass on */
+    bool grpc;                  /* a gRPC request (HTTP/2, application/grpc): errors as grpc-status */
+    bool tunnel;                /* the upstream said 101: bytes flow both ways unparsed */
     lm_http1_request_t *held_h; /* the parsed head and route match kept while the body is read */
     lm_route_match_t *held_m;
 } lm__req_ext_t;

@@ -11,6 +11,7 @@
 #include "lm_proxy.h"
 #include "lm_tls.h"
 #include "lm_h2.h"
+#include "lm_uh2.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -823,6 +824,7 @@ int lm_server_run(const lm_server_opts_t *opts)
     }
     lm_upstream_tls_init();
     lm_h2_global_init();
+    lm_uh2_global_init();
     lm_snapshot_reaper_start();
     srv->loop = uv_default_loop();
     srv->num_workers = srv->opts.workers;
@@ -927,6 +929,7 @@ out:
     lm_health_shutdown();
     lm_tls_cleanup();
     lm_h2_global_cleanup();
+    lm_uh2_global_cleanup();
     lm__free_listeners(srv);
     lm_log_info("stopped");
     return rc;

@@ -170,15 +170,16 @@ static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_map_
     rt->label = svc->name ? svc->name : svc->id ? svc->id : lm_arena_sprintf(a, "service-%zu", svc->index);
     rt->path = lm_str(svc->path ? svc->path : "/");
     int default_port = 80;
-    if (strcmp(svc->protocol, "https") == 0) {
+    rt->h2 = strcmp(svc->protocol, "grpc") == 0 || strcmp(svc->protocol, "grpcs") == 0;
+    if (strcmp(svc->protocol, "https") == 0 || strcmp(svc->protocol, "grpcs") == 0) {
         default_port = 443;
         char err[256] = "";
         rt->tls = lm_tls_client_ctx(s->cfg, svc, rt->tls_id, err, sizeof(err));
         if (!rt->tls)
             lm_config_errors_add(errs, lm_arena_sprintf(a, "services[%zu]", svc->index), "service", rt->label,
                                  NULL, "%s", err);
-    } else if (strcmp(svc->protocol, "http") != 0) {
-        rt->unsupported_protocol = true; /* gRPC upstreams come with HTTP/2 */
+    } else if (strcmp(svc->protocol, "http") != 0 && strcmp(svc->protocol, "grpc") != 0) {
+        rt->unsupported_protocol = true;
         default_port = 443;
     }
     /* lm_config_find_upstream's answer (the first upstream by name or id), from the map */

@@ -529,8 +529,9 @@ SSL_CTX *lm_tls_client_ctx(const lm_config_t *cfg, const lm_service_t *svc, char
     /* the cache key: everything that shapes the context */
     const char *parts[8 + 64];
     size_t np = 0;
-    char depth[16];
-    snprintf(depth, sizeof(depth), "%d/%d", svc->tls_verify ? 1 : 0, svc->tls_verify_depth);
+    char depth[32];
+    bool h2 = strcmp(svc->protocol, "grpcs") == 0;
+    snprintf(depth, sizeof(depth), "%d/%d/%s", svc->tls_verify ? 1 : 0, svc->tls_verify_depth, h2 ? "h2" : "h1");
     parts[np++] = depth;
     parts[np++] = cc ? cc->cert : NULL;
     parts[np++] = cc ? cc->key : NULL;
@@ -556,6 +557,8 @@ SSL_CTX *lm_tls_client_ctx(const lm_config_t *cfg, const lm_service_t *svc, char
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, lm__session_new_cb);
+    if (h2)
+        SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x02h2", 3);
     if (svc->tls_verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         if (svc->tls_verify_depth >= 0)

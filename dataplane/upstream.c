@@ -7,6 +7,7 @@
 #include "lm_proxy.h"
 #include "lm_log.h"
 #include "lm_tls.h"
+#include "lm_uh2.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ static void lm__up_handle_closed(uv_handle_t *h)
             lm_tls_free(u->tls);
             free(u->tls);
         }
+        lm_uh2_free(u);
         free(u->buf);
         free(u);
     }
@@ -89,11 +91,17 @@ static void lm__up_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = sizeof(u->w->tls_in);
 }
 
+static void lm__up_h2_in(lm_upconn_t *u, const char *p, ssize_t nread);
+
 static void lm__up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     lm_upconn_t *u = s->data;
     if (nread == 0 || u->closing)
         return;
+    if (u->h2) {
+        lm__up_h2_in(u, b->base, nread);
+        return;
+    }
     lm__up_input(u, nread);
 }
 
@@ -129,18 +137,60 @@ static void lm__up_tls_queue(lm_upconn_t *u)
     }
 }
 
+static void lm__up_h2_deliver(lm_upconn_t *u);
+
 void lm_upstream_read_start(lm_upconn_t *u)
 {
+    if (u->h2 && u->reading && lm_uh2_pending(u)) /* proxy.c made room: what waits in the session moves on */
+        lm__up_tls_queue(u);
     if (!u->reading && !u->closing) {
         u->reading = true;
+        if (u->h2 && lm_uh2_pending(u))
+            lm__up_tls_queue(u);
         if (u->tls) {
             uv_read_start((uv_stream_t *)&u->tcp, lm__up_tls_alloc, lm__up_read_tls);
             if (lm_tls_pending(u->tls))
                 lm__up_tls_queue(u);
         } else {
-            uv_read_start((uv_stream_t *)&u->tcp, lm__up_alloc, lm__up_read);
+            uv_read_start((uv_stream_t *)&u->tcp, u->h2 ? lm__up_tls_alloc : lm__up_alloc, lm__up_read);
         }
     }
+}
+
+/* HTTP/2: what the session made of the socket's bytes moves into u->buf as
+ * far as it fits, then on to proxy.c. */
+static void lm__up_h2_deliver(lm_upconn_t *u)
+{
+    if (u->closing)
+        return;
+    if (!u->req) { /* idle: pings and settings are fine, anything else retires it */
+        if (!lm_uh2_alive(u) || lm_uh2_pending(u))
+            lm__up_close(u);
+        return;
+    }
+    if (!u->reading)
+        return;
+    ssize_t k = lm_uh2_drain(u);
+    if (k > 0)
+        lm__up_input(u, k);
+    else if (k < 0)
+        lm__up_input(u, UV_EOF);
+}
+
+static void lm__up_h2_in(lm_upconn_t *u, const char *p, ssize_t nread)
+{
+    if (nread < 0) {
+        if (u->req && !lm_uh2_pending(u))
+            lm__up_input(u, nread);
+        else if (!u->req)
+            lm__up_close(u);
+        return;
+    }
+    if (lm_uh2_recv(u, p, (size_t)nread) != LM_OK && !u->req) {
+        lm__up_close(u);
+        return;
+    }
+    lm__up_h2_deliver(u);
 }
 
 /* Runs the handshake, then decrypts what fits into u->buf and hands it on. */
@@ -148,6 +198,20 @@ static void lm__up_tls_drain(lm_upconn_t *u)
 {
     if (u->closing)
         return;
+    if (u->h2 && u->tls_ready) { /* decrypted bytes feed the session, not u->buf */
+        static _Thread_local char plain[16384];
+        ssize_t n = lm_tls_read(u->tls, plain, sizeof(plain));
+        lm_tls_flush(u->tls, u->w, (uv_stream_t *)&u->tcp);
+        if (n > 0)
+            lm__up_h2_in(u, plain, n);
+        else if (n == 0 || n == LM_ERROR)
+            lm__up_h2_in(u, NULL, UV_EOF);
+        else
+            lm__up_h2_deliver(u);
+        if (!u->closing && lm_tls_pending(u->tls))
+            lm__up_tls_queue(u);
+        return;
+    }
     if (u->len == u->cap) { /* full: lm_upstream_read_start resumes */
         lm_upstream_read_stop(u);
         return;
@@ -161,6 +225,12 @@ static void lm__up_tls_drain(lm_upconn_t *u)
         if (!u->req) {
             lm__up_close(u);
             return;
+        }
+        if (u->want_h2) {
+            if (strcmp(u->tls->alpn, "h2") != 0 || lm_uh2_start(u) != LM_OK) {
+                lm_proxy_upstream_error(u->req, 502, "upstream did not agree to HTTP/2 (ALPN)", false);
+                return;
+            }
         }
         lm_proxy_upstream_ready(u->req);
         if (u->closing)
@@ -190,6 +260,12 @@ static void lm__up_tls_drain_task(lm_defer_t *d)
 {
     lm_upconn_t *u = lm_container_of(d, lm_upconn_t, tls_drain);
     u->tls_queued = false;
+    if (u->h2 && !(u->tls && lm_tls_pending(u->tls))) {
+        lm__up_h2_deliver(u);
+        if (!u->closing && u->reading && u->h2 && lm_uh2_pending(u) && u->len < u->cap)
+            lm__up_tls_queue(u);
+        return;
+    }
     if (u->reading)
         lm__up_tls_drain(u);
 }
@@ -302,6 +378,10 @@ static void lm__up_connected(uv_connect_t *creq, int status)
         lm__up_tls_drain(u); /* sends the ClientHello */
         return;
     }
+    if (u->want_h2 && lm_uh2_start(u) != LM_OK) {
+        lm_proxy_upstream_error(r, 502, "upstream HTTP/2 session failed", false);
+        return;
+    }
     lm_upstream_read_start(u);
     lm_proxy_upstream_ready(r);
 }
@@ -339,9 +419,9 @@ void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer)
     if (tctx) { /* TLS connections are reused only for the same settings and name */
         char sni[256];
         lm__tls_name(r, sni, sizeof(sni));
-        snprintf(key, sizeof(key), "%s|%s|%s", peer->key, r->srt->tls_id, sni);
+        snprintf(key, sizeof(key), "%s|%s|%s%s", peer->key, r->srt->tls_id, sni, r->srt->h2 ? "|h2" : "");
     } else {
-        snprintf(key, sizeof(key), "%s", peer->key);
+        snprintf(key, sizeof(key), "%s%s", peer->key, r->srt->h2 ? "|h2" : "");
     }
     lm_pool_t *p = lm__pool(w, key);
     while (p->head) {
@@ -365,6 +445,7 @@ void lm_upstream_acquire(lm_req_t *r, const lm_peer_t *peer)
     u->pool = p;
     u->tls_ctx = tctx;
     u->tls_verify = tctx && r->srt->svc->tls_verify;
+    u->want_h2 = r->srt->h2;
     u->req = r;
     r->up = u;
     uv_tcp_init(&w->loop, &u->tcp);
@@ -387,6 +468,11 @@ void lm_upstream_release(lm_upconn_t *u, bool reusable)
     u->requests++;
     lm_worker_t *w = u->w;
     lm_pool_t *p = u->pool;
+    if (u->h2) {
+        reusable = reusable && lm_uh2_reusable(u);
+        if (reusable)
+            lm_uh2_next(u);
+    }
     if (!reusable || u->writing || u->len != 0 || w->draining || p->count >= LM_POOL_MAX_IDLE ||
         u->requests >= LM_POOL_MAX_REQUESTS) {
         lm__up_close(u);
@@ -418,9 +504,21 @@ static void lm__up_written(uv_write_t *wr, int status)
     lm_proxy_upstream_write_done(r);
 }
 
+static void lm__up_h2_written(lm_upconn_t *u, int status)
+{
+    lm__up_written(&u->write_req, status);
+}
+
 int lm_upstream_write(lm_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     u->writing = true;
+    if (u->h2) {
+        if (lm_uh2_write(u, bufs, n, lm__up_h2_written) != LM_OK) {
+            u->writing = false;
+            return LM_ERROR;
+        }
+        return LM_OK;
+    }
     int rc = u->tls ? lm_tls_write(u->tls, u->w, (uv_stream_t *)&u->tcp, &u->write_req, bufs, n, lm__up_written)
                     : lm_stream_write(u->w, (uv_stream_t *)&u->tcp, &u->write_req, &u->write_defer, bufs, n,
                                       lm__up_written);
