@@ -156,6 +156,8 @@ class Stack:
     def dataplane(self, workers=1):
         dp = Limen(None, extra_args=("--managed",), workers=workers)
         dp.args[0] = DP_BIN
+        dp.tls_port = free_port()  # TLS (and HTTP/2 by ALPN) with the certificates Ingresses name
+        dp.args += ["--proxy-listen", f"127.0.0.1:{dp.tls_port} ssl http2"]
         dp.start()
         self.dataplanes.append(dp)
         return dp

@@ -126,6 +126,19 @@ def test_tls_secret_becomes_certificate(stack):
     cert = wait_until(has_cert, timeout=15, what="certificate in the document")[0]
     assert cert["key"] == "<redacted>"  # /debug/config never shows a private key
     assert "BEGIN CERTIFICATE" in cert["cert"]
+    # the data plane serves it: HTTPS by SNI, over HTTP/2 as well, verified against the certificate itself
+    port = stack.dp.tls_port
+
+    def https(*extra):
+        out = subprocess.run(["curl", "-s", "--cacert", f"{d}/c.pem", "--resolve",
+                              f"secure.example.com:{port}:127.0.0.1", "-w", "\n%{http_code} %{http_version}",
+                              *extra, f"https://secure.example.com:{port}/hello"], capture_output=True, text=True)
+        body, _, tail = out.stdout.rpartition("\n")
+        return tail, body
+    tail, body = wait_until(lambda: https("--http1.1")[0] == "200 1.1" and https("--http1.1"), timeout=15,
+                            what="HTTPS with the Secret's certificate")
+    assert json.loads(body)["upstream"] == "secure"
+    assert https("--http2")[0] == "200 2"
 
 
 def test_plugin_by_annotation_applies_and_goes_away(stack):
