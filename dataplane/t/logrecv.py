@@ -25,8 +25,8 @@ def wait_for(pred, timeout=5.0, what="records"):
 class TcpReceiver:
     """Accepts connections, splits what arrives into lines. tls: (cert, key) paths."""
 
-    def __init__(self, tls=None):
-        self.port = free_port()
+    def __init__(self, tls=None, port=None):
+        self.port = port or free_port()
         self.lines = []
         self.connections = 0
         self.sni = []
@@ -74,6 +74,10 @@ class TcpReceiver:
 
     def close(self):
         self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
         self.sock.close()
 
 
