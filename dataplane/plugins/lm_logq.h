@@ -100,6 +100,18 @@ bool lm_logq_conn_alive(lm_logq_conn_t *c, uint64_t keepalive_ms);
 int lm_logq_conn_write(lm_logq_conn_t *c, const char *data, size_t len);
 long lm_logq_conn_read(lm_logq_conn_t *c, char *buf, size_t len); /* 0: closed, <0: error */
 void lm_logq_conn_close(lm_logq_conn_t *c);
+void lm_logq_conn_timeouts(lm_logq_conn_t *c, int send_ms, int read_ms);
+
+/* ---- HTTP (log_http.c): http-log and opentelemetry ---- */
+typedef struct lm_logq_http lm_logq_http_t;
+/* NULL when url is a usable http:// or https:// URL, else why not. */
+const char *lm_logq_http_check_url(const char *url);
+/* A client for url (checked); headers: a JSON object of extra header lines or NULL. */
+lm_logq_http_t *lm_logq_http_new(const char *url, const char *method, const char *content_type, const cJSON *headers,
+                                 int connect_timeout, int send_timeout, int read_timeout, uint64_t keepalive_ms);
+/* Sends body; 0 when the answer is below 400, else -1 with err. */
+int lm_logq_http_send(lm_logq_http_t *h, const char *body, size_t len, char *err, size_t errlen);
+void lm_logq_http_free(lm_logq_http_t *h);
 uint64_t lm_logq_now_ms(void);
 
 #endif

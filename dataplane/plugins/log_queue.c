@@ -524,6 +524,14 @@ long lm_logq_conn_read(lm_logq_conn_t *c, char *buf, size_t len)
     }
 }
 
+void lm_logq_conn_timeouts(lm_logq_conn_t *c, int send_ms, int read_ms)
+{
+    struct timeval s = { .tv_sec = send_ms / 1000, .tv_usec = (send_ms % 1000) * 1000 };
+    struct timeval r = { .tv_sec = read_ms / 1000, .tv_usec = (read_ms % 1000) * 1000 };
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &s, sizeof(s));
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &r, sizeof(r));
+}
+
 void lm_logq_conn_close(lm_logq_conn_t *c)
 {
     if (c->ssl) {
