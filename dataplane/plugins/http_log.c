@@ -51,7 +51,7 @@ static const lm_schema_field_t lm__fields[] = {
     { .name = "queue_size", .type = LM_SF_INTEGER },
     { .name = "flush_timeout", .type = LM_SF_NUMBER },
     { .name = "headers", .type = LM_SF_MAP, .elem = LM_SF_STRING },
-    { .name = "queue", .type = LM_SF_RECORD, .required = true, .fields = lm_logq_queue_fields, .def = "{}" },
+    { .name = "queue", .type = LM_SF_RECORD, .fields = lm_logq_queue_fields },
     { .name = "custom_fields_by_lua", .type = LM_SF_MAP, .elem = LM_SF_STRING },
     { 0 },
 };

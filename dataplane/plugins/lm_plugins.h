@@ -20,6 +20,7 @@ extern const lm_plugin_ops_t lm_plugin_response_ratelimiting; /* 900 */
 extern const lm_plugin_ops_t lm_plugin_request_transformer;  /* 801 */
 extern const lm_plugin_ops_t lm_plugin_response_transformer; /* 800 */
 extern const lm_plugin_ops_t lm_plugin_redirect;             /* 779 */
+extern const lm_plugin_ops_t lm_plugin_opentelemetry;        /* 14 */
 extern const lm_plugin_ops_t lm_plugin_prometheus;           /* 13 */
 extern const lm_plugin_ops_t lm_plugin_http_log;             /* 12 */
 extern const lm_plugin_ops_t lm_plugin_file_log;             /* 9 */

@@ -55,6 +55,14 @@ def test_one_record_per_request_with_headers_and_auth(up, limen_factory):
     assert sorted(b["request"]["uri"] for b in bodies) == ["/item/0", "/item/1", "/item/2"]
     assert bodies[0]["response"]["status"] == 200 and bodies[0]["route"]["name"] == "r"
     assert rx.connections == 1  # keepalive: one connection for the three
+    # the default queue (10000 entries) takes a burst whole
+    c = lm.conn()
+    for i in range(40):
+        c.request("GET", f"/burst/{i}")
+        c.getresponse().read()
+    c.close()
+    wait_for(lambda: len(rx.requests) >= 43, timeout=10)
+    assert 'reason="full"} 0' in lm.metrics()
     lm.stop()
     rx.close()
 
