@@ -125,7 +125,7 @@ static void lm__log(lm_ctx_t *ctx, const void *conf)
     size_t n;
     char *rec = lm_log_serialize(ctx, &n);
     lm_logq_push(c->q, rec, n);
-    cJSON_free(rec);
+    free(rec);
 }
 
 const lm_plugin_ops_t lm_plugin_http_log = {

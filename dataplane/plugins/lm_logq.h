@@ -77,7 +77,7 @@ void lm_logq_metrics_render(lm_buf_t *out);
 /* Keeps the response headers for the log phase (the upstream's buffer they
  * point into is reused by then): call from the logging plugins' header_filter. */
 int lm_log_keep_response_headers(lm_ctx_t *ctx, const void *conf);
-/* The record as JSON text (the caller frees it with cJSON_free). */
+/* The record as JSON text (malloc'd: the caller frees it). */
 char *lm_log_serialize(lm_ctx_t *ctx, size_t *len);
 /* custom_fields_by_lua set: the configure error Kong's plugins cannot give here */
 int lm_log_check_unsupported(lm_plugin_cfg_ctx_t *cc, const cJSON *config);

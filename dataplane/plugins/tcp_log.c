@@ -89,7 +89,7 @@ static int lm__configure(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **ou
     lm_logq_conf_t qc;
     lm_logq_conf_default(&qc);
     qc.max_batch_size = 100;
-    qc.max_coalescing_delay = 0;
+    qc.max_coalescing_delay = 0.01; /* up to 100 records per write under load */
     qc.max_retry_time = 0;
     c->q = lm_logq_get(&lm__kind, config, &qc);
     *out = c;
@@ -102,7 +102,7 @@ static void lm__log(lm_ctx_t *ctx, const void *conf)
     size_t n;
     char *rec = lm_log_serialize(ctx, &n);
     lm_logq_push(c->q, rec, n);
-    cJSON_free(rec);
+    free(rec);
 }
 
 const lm_plugin_ops_t lm_plugin_tcp_log = {

@@ -135,3 +135,16 @@ def test_config_validation():
     assert rc != 0 and "not a valid filename" in out
     rc, out = check_config(base.replace("{}", '{path: /tmp/x.log, custom_fields_by_lua: {a: "return 1"}}'))
     assert rc != 0 and "custom_fields_by_lua" in out
+
+
+def test_repeated_and_escaped_values(env):
+    raw = (b"GET /kept/esc?q=%22x%22&q=2 HTTP/1.1\r\nHost: Example.COM:8000\r\nX-Multi: one\r\nx-multi: two\r\n"
+           b"X-Quote: a\"b\\c\r\nConnection: close\r\n\r\n")
+    assert b" 200 " in env.lm.raw(raw)[:20]
+    path = os.path.join(env.dir, "c.log")  # (or where its kept descriptor writes, after the rename test)
+    rec = wait_for(lambda: [r for r in lines(path) + lines(path + ".old")
+                            if r["request"]["uri"].startswith("/kept/esc")])[-1]
+    h = rec["request"]["headers"]
+    assert h["x-multi"] == ["one", "two"] and h["x-quote"] == 'a"b\\c' and h["host"] == "Example.COM:8000"
+    assert rec["request"]["querystring"] == {"q": ['"x"', "2"]}
+    assert rec["request"]["url"] == f"http://example.com:{env.lm.port}/kept/esc?q=%22x%22&q=2"
