@@ -10,6 +10,7 @@
 #include "lm_health.h"
 #include "lm_log.h"
 #include "lm_proxy.h"
+#include "lm_plugins.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -187,6 +188,9 @@ static void lm__handle_metrics(lm_admin_conn_t *c)
     lm_buf_t b = { 0 };
     lm_metrics_render(&b);
     lm_health_metrics_render(srv, &b); /* per upstream target (admin_upstreams.c) */
+    if (lm_prometheus_render(&b) == LM_PROMETHEUS_UPSTREAM_HEALTH) /* the prometheus plugin's kong_* series */
+        lm_health_target_health_render(srv, &b, "kong_upstream_target_health", ",subsystem=\"http\"");
+    lm_logq_metrics_render(&b); /* the logging plugins' queues */
     if (srv->current) {
         lm_buf_printf(&b,
                       "# HELP limen_config_info The configuration being served.\n# TYPE limen_config_info gauge\n"

@@ -183,15 +183,15 @@ int lm_admin_upstreams(lm_server_t *srv, lm_str_t path, lm_str_t query, int *sta
     return LM_OK;
 }
 
-void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out)
+void lm_health_target_health_render(lm_server_t *srv, lm_buf_t *out, const char *metric, const char *extra)
 {
     lm_snapshot_t *s = srv->current;
     if (!s)
         return;
     uint64_t now = lm_health_now_ms();
     static const char *const states[] = { "healthchecks_off", "healthy", "unhealthy", "dns_error" };
-    lm_buf_printf(out, "# HELP limen_upstream_target_health Health of each upstream target address: 1 for its "
-                       "current state.\n# TYPE limen_upstream_target_health gauge\n");
+    lm_buf_printf(out, "# HELP %s Health of each upstream target address: 1 for its "
+                       "current state.\n# TYPE %s gauge\n", metric, metric);
     for (size_t i = 0; i < s->num_balancers; i++) {
         lm_balancer_t *b = s->balancers[i];
         for (size_t k = 0; b->name && k < b->num_targets; k++) {
@@ -201,9 +201,9 @@ void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out)
             if (t->count == 0) {
                 for (size_t st = 0; st < 4; st++)
                     lm_buf_printf(out,
-                                  "limen_upstream_target_health{upstream=\"%s\",target=\"%s\",address=\"\","
-                                  "state=\"%s\"} %d\n",
-                                  b->name, t->t->target, states[st], st == 3);
+                                  "%s{upstream=\"%s\",target=\"%s\",address=\"\","
+                                  "state=\"%s\"%s} %d\n",
+                                  metric, b->name, t->t->target, states[st], extra, st == 3);
                 continue;
             }
             for (uint32_t a = 0; a < t->count; a++) {
@@ -212,12 +212,20 @@ void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out)
                 size_t cur = strcmp(h, "HEALTHY") == 0 ? 1 : strcmp(h, "UNHEALTHY") == 0 ? 2 : 0;
                 for (size_t st = 0; st < 4; st++)
                     lm_buf_printf(out,
-                                  "limen_upstream_target_health{upstream=\"%s\",target=\"%s\",address=\"%s\","
-                                  "state=\"%s\"} %d\n",
-                                  b->name, t->t->target, p->key, states[st], st == cur);
+                                  "%s{upstream=\"%s\",target=\"%s\",address=\"%s\","
+                                  "state=\"%s\"%s} %d\n",
+                                  metric, b->name, t->t->target, p->key, states[st], extra, st == cur);
             }
         }
     }
+}
+
+void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out)
+{
+    lm_snapshot_t *s = srv->current;
+    if (!s)
+        return;
+    lm_health_target_health_render(srv, out, "limen_upstream_target_health", "");
     static const struct {
         const char *name, *type, *help;
     } series[] = {

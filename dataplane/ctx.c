@@ -4,10 +4,12 @@
  */
 #include "lm_log.h"
 #include "lm_proxy.h"
+#include "proxy_int.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define R(ctx) ((lm_req_t *)(ctx))
 #define CTX(r) ((lm_ctx_t *)(r))
@@ -649,4 +651,78 @@ void *lm_ctx_get(lm_ctx_t *ctx, const void *key)
         if (kv->key == key)
             return kv->value;
     return NULL;
+}
+
+/* ---- log phase ---------------------------------------------------------------------------- */
+
+void lm_ctx_latencies(lm_ctx_t *ctx, lm_ctx_latencies_t *out)
+{
+    lm_req_t *r = R(ctx);
+    uint64_t now = uv_now(&r->w->loop);
+    out->request = (int64_t)(now - r->t_start);
+    if (r->t_upstream_head && r->t_upstream_sent && !r->exited) {
+        out->proxy = (int64_t)(r->t_upstream_head - r->t_upstream_sent);
+        out->receive = (int64_t)(now - r->t_upstream_head);
+        out->kong = (int64_t)(r->t_upstream_sent - r->t_start) + out->receive;
+    } else {
+        out->proxy = -1;
+        out->receive = 0;
+        out->kong = out->request;
+    }
+}
+
+int64_t lm_ctx_started_at(lm_ctx_t *ctx)
+{
+    lm_req_t *r = R(ctx);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return wall - (int64_t)(uv_now(&r->w->loop) - r->t_start);
+}
+
+uint64_t lm_ctx_request_size(lm_ctx_t *ctx) { return R(ctx)->bytes_in; }
+uint64_t lm_ctx_response_size(lm_ctx_t *ctx) { return R(ctx)->bytes_out; }
+int lm_ctx_tries(lm_ctx_t *ctx) { return R(ctx)->peer ? R(ctx)->tries + 1 : 0; }
+const char *lm_ctx_request_id(lm_ctx_t *ctx) { return lm__rid(R(ctx)); }
+
+bool lm_ctx_upstream_addr(lm_ctx_t *ctx, char *ip, size_t iplen, int *port)
+{
+    const lm_peer_t *p = R(ctx)->peer;
+    if (!p)
+        return false;
+    *port = 0;
+    if (p->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&p->addr;
+        uv_ip4_name(a, ip, iplen);
+        *port = ntohs(a->sin_port);
+    } else if (p->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&p->addr;
+        uv_ip6_name(a, ip, iplen);
+        *port = ntohs(a->sin6_port);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+lm_str_t lm_ctx_upstream_uri(lm_ctx_t *ctx)
+{
+    lm_req_t *r = R(ctx);
+    if (!r->up_head || !r->up_head_len)
+        return (lm_str_t){ NULL, 0 };
+    /* "METHOD SP URI SP HTTP/1.1": the head is built once, in the request arena */
+    const char *p = memchr(r->up_head, ' ', r->up_head_len);
+    if (!p)
+        return (lm_str_t){ NULL, 0 };
+    p++;
+    const char *end = memchr(p, ' ', r->up_head_len - (size_t)(p - r->up_head));
+    return end ? (lm_str_t){ p, (size_t)(end - p) } : (lm_str_t){ NULL, 0 };
+}
+
+const char *lm_ctx_response_source(lm_ctx_t *ctx)
+{
+    lm_req_t *r = R(ctx);
+    if (r->exited)
+        return "exit";
+    return r->t_upstream_head ? "service" : "error";
 }

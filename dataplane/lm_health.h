@@ -118,5 +118,9 @@ typedef struct lm_server lm_server_t;
 int lm_admin_upstreams(lm_server_t *srv, lm_str_t path, lm_str_t query, int *status, cJSON **body);
 /* Appends per-target Prometheus series for the current snapshot. */
 void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out);
+/* Only the target health gauge, as `metric` with `extra` appended to each
+ * series' labels (the prometheus plugin's kong_upstream_target_health with
+ * ",subsystem=\"http\""). */
+void lm_health_target_health_render(lm_server_t *srv, lm_buf_t *out, const char *metric, const char *extra);
 
 #endif

@@ -65,6 +65,11 @@ typedef struct lm_plugin_ops {
  * config; workers share the block (use atomics). Lives until the process ends.
  */
 void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size);
+/* The same with a finaliser: fini(block) runs once, in lm_plugin_shared_free_all
+ * at exit (after every snapshot is gone), before the block is freed - for
+ * blocks that own threads, sockets or heap memory (the log queues). When
+ * several calls name a key, the first one's fini is kept. */
+void *lm_plugin_shared_ex(const char *plugin, lm_str_t key, size_t size, void (*fini)(void *block));
 void lm_plugin_shared_free_all(void); /* at exit */
 
 /*
@@ -113,7 +118,10 @@ void lm_plugin_unload_all(void);
  * Added within version 1 (new functions, a field appended to the host-made
  * lm_plugin_cfg_ctx_t): lm_plugin_need_body and the request body calls;
  * lm_ctx_set_method, _set_path, _set_raw_query, _uri_capture, _server_addr,
- * _connection_id, _connection_requests, _resp_header_at, _resp_set_status.
+ * _connection_id, _connection_requests, _resp_header_at, _resp_set_status;
+ * lm_plugin_shared_ex and the log-phase calls (lm_ctx_latencies, _started_at,
+ * _request_size, _response_size, _tries, _upstream_addr, _upstream_uri,
+ * _request_id, _response_source).
  */
 
 /* ---- request: read ------------------------------------------------------ */
@@ -257,6 +265,35 @@ bool lm_ctx_resp_header_at(lm_ctx_t *ctx, size_t i, lm_str_t *name, lm_str_t *va
 /* Changes the response status from header_filter (Kong's kong.response.exit
  * with no body there): the body, if any, is still the one being answered. */
 void lm_ctx_resp_set_status(lm_ctx_t *ctx, int status);
+
+/* ---- log phase (what Kong's log serializer and prometheus read) ---------- */
+/* Latencies in ms, as Kong's log record has them: request (the whole
+ * request, first byte in to last byte out), proxy (waiting for the
+ * upstream: request sent to response head; -1 when nothing was proxied),
+ * receive (upstream response head to the end of its body), kong (the time
+ * spent in the proxy itself: before the upstream got the request, plus
+ * receive; for an answer the proxy or a plugin made, the whole request). */
+typedef struct {
+    int64_t request, kong, proxy, receive;
+} lm_ctx_latencies_t;
+void lm_ctx_latencies(lm_ctx_t *ctx, lm_ctx_latencies_t *out);
+/* When the request started, in ms since the epoch (Kong's started_at). */
+int64_t lm_ctx_started_at(lm_ctx_t *ctx);
+/* Bytes received from the client for this request (head and body) and sent
+ * to it (head and body) so far: the whole response in the log phase. */
+uint64_t lm_ctx_request_size(lm_ctx_t *ctx);
+uint64_t lm_ctx_response_size(lm_ctx_t *ctx);
+/* How many upstream tries the request made (0: never proxied), and the
+ * address of the last one (false when there was none; ip: 48 bytes). */
+int lm_ctx_tries(lm_ctx_t *ctx);
+bool lm_ctx_upstream_addr(lm_ctx_t *ctx, char *ip, size_t iplen, int *port);
+/* The path and query the upstream got ({NULL, 0} when nothing was sent). */
+lm_str_t lm_ctx_upstream_uri(lm_ctx_t *ctx);
+/* The request id (the client's X-Request-Id or ours). */
+const char *lm_ctx_request_id(lm_ctx_t *ctx);
+/* Who answered (Kong's kong.response.get_source): "service" (the upstream),
+ * "exit" (a plugin, lm_ctx_exit) or "error" (the proxy: no route, 502, ...). */
+const char *lm_ctx_response_source(lm_ctx_t *ctx);
 
 /* ---- per-request plugin data ------------------------------------------------ */
 /* Keeps a value for the rest of the request (e.g. from access to

@@ -28,6 +28,7 @@ typedef struct lm__shared {
     size_t size;
     char *key; /* "plugin\0key" */
     size_t key_len;
+    void (*fini)(void *block);
     _Alignas(16) unsigned char data[];
 } lm__shared_t;
 
@@ -36,6 +37,11 @@ static lm__shared_t *lm__shared_list;
 static lm_map_t lm__shared_map;
 
 void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size)
+{
+    return lm_plugin_shared_ex(plugin, key, size, NULL);
+}
+
+void *lm_plugin_shared_ex(const char *plugin, lm_str_t key, size_t size, void (*fini)(void *block))
 {
     size_t pl = strlen(plugin);
     size_t kl = pl + 1 + key.len;
@@ -53,6 +59,7 @@ void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size)
         if (!e)
             abort();
         e->size = size;
+        e->fini = fini;
         e->key = k;
         e->key_len = kl;
         e->next = lm__shared_list;
@@ -67,6 +74,10 @@ void *lm_plugin_shared(const char *plugin, lm_str_t key, size_t size)
 
 void lm_plugin_shared_free_all(void)
 {
+    /* finalisers first (they may join threads that read other blocks), without the lock */
+    for (lm__shared_t *e = lm__shared_list; e; e = e->next)
+        if (e->fini)
+            e->fini(e->data);
     pthread_mutex_lock(&lm__shared_lock);
     lm_map_free(&lm__shared_map);
     while (lm__shared_list) {

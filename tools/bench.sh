@@ -114,7 +114,7 @@ print(f"limen CPU/request: {l[1]/n[1]:.2f}x nginx (target <= 0.85), {l[1]/h[1]:.
 PY
 
 echo
-echo "== plugins: Limen alone, with key-auth, with key-auth + jwt (HS256) =="
+echo "== plugins: Limen alone, with key-auth, key-auth + jwt (HS256), prometheus (every metric), file-log =="
 TOKEN=$(python3 - <<'PY'
 import base64, hashlib, hmac, json
 b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
@@ -126,13 +126,19 @@ PY
 )
 plugin_config() { # plugins...
   printf '_format_version: "3.0"\nservices:\n- name: up\n  url: http://127.0.0.1:%s\n  routes: [{name: all, paths: ["/"]}]\n  plugins:\n' "$UP_PORT"
-  for p in "$@"; do printf '  - name: %s\n' "$p"; done
+  for p in "$@"; do # "name" or "name|{config}"
+    printf '  - name: %s\n' "${p%%|*}"
+    if [ "$p" != "${p#*|}" ]; then printf '    config: %s\n' "${p#*|}"; fi
+  done
   printf 'consumers:\n- username: bench\n  keyauth_credentials: [{key: bench-key}]\n'
   printf '  jwt_secrets: [{key: bench-iss, secret: bench-secret, algorithm: HS256}]\n'
 }
 plugin_config key-auth >"$B/limen-ka.yaml"
 plugin_config key-auth jwt >"$B/limen-kajwt.yaml"
-for v in ka:19084 kajwt:19085; do
+plugin_config 'prometheus|{per_consumer: true, status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}' \
+  >"$B/limen-prom.yaml"
+plugin_config "file-log|{path: $B/file-log.json}" >"$B/limen-flog.yaml"
+for v in ka:19084 kajwt:19085 prom:19086 flog:19087; do
   bin/limen-dataplane --config "$B/limen-${v%%:*}.yaml" --workers 1 --proxy-listen "127.0.0.1:${v##*:}" \
     --admin-listen off --status-listen off --state-dir "$B/state-${v%%:*}" --log-level warn \
     >"$B/limen-${v%%:*}.log" 2>&1 & PIDS+=($!)
@@ -147,11 +153,13 @@ for round in $(seq "$ROUNDS"); do
   run limen $LM_PORT "$LM_PID" "$round"
   run limen+keyauth 19084 "$PID_ka" "$round" -H 'apikey: bench-key'
   run limen+ka+jwt 19085 "$PID_kajwt" "$round" -H 'apikey: bench-key' -H "Authorization: Bearer $TOKEN"
+  run limen+prom 19086 "$PID_prom" "$round"
+  run limen+filelog 19087 "$PID_flog" "$round"
 done
 python3 - "$B/results.txt" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-med = {n: statistics.median(float(x[3]) for x in rows if x[0] == n) for n in ("limen", "limen+keyauth", "limen+ka+jwt")}
+med = {n: statistics.median(float(x[3]) for x in rows if x[0] == n) for n in ("limen", "limen+keyauth", "limen+ka+jwt", "limen+prom", "limen+filelog")}
 base = med["limen"]
 for n, v in med.items():
     print(f"{n:14s} {v:6.2f} us CPU/request  ({(v / base - 1) * 100:+.1f}% vs no plugin)")

@@ -25,6 +25,13 @@ static const lm_plugin_ops_t *const lm__builtin[] = {
     &lm_plugin_request_transformer,
     &lm_plugin_response_transformer,
     &lm_plugin_redirect,
+    &lm_plugin_opentelemetry,
+    &lm_plugin_prometheus,
+    &lm_plugin_http_log,
+    &lm_plugin_file_log,
+    &lm_plugin_udp_log,
+    &lm_plugin_tcp_log,
+    &lm_plugin_syslog,
     &lm_plugin_request_termination,
     NULL,
 };
