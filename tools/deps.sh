@@ -17,9 +17,9 @@ for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 # Python test harness packages (dataplane/t/requirements.txt), from PyPI
-if ! python3 -c 'import pytest, prometheus_client, h2' 2>/dev/null; then
+if ! python3 -c 'import pytest, prometheus_client, h2, grpc, opentelemetry.proto' 2>/dev/null; then
   python3 -m pip install -q pytest -r "$(dirname "$0")/../dataplane/t/requirements.txt" >/dev/null 2>&1 ||
-    missing="$missing python3-pytest python3-prometheus-client python3-h2"
+    missing="$missing python3-pytest python3-prometheus-client python3-h2 python3-grpcio"
 fi
 [ -z "$missing" ] && exit 0
 
