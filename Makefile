@@ -98,6 +98,13 @@ build/plugins/%.so: examples/plugins/%.c dataplane/lm_plugin.h common/lm_schema.
 
 PLUGIN_SO := $(patsubst examples/plugins/%.c,build/plugins/%.so,$(wildcard examples/plugins/*.c))
 
+# WebSocket client and server on libwebsockets that the black-box tests drive (tools/ws)
+build/rel/tools/%: tools/ws/%.c
+	@mkdir -p build/rel/tools
+	@echo "  LD      $@"; $(CC) $(RELEASE_CFLAGS) -o $@ $< $(shell pkg-config --cflags --libs libwebsockets 2>/dev/null)
+
+WS_TOOLS := $(patsubst tools/ws/%.c,build/rel/tools/%,$(wildcard tools/ws/*.c))
+
 asan: bin/asan/limen-dataplane
 
 # unit tests: one binary per *_test.c, linked against the library (controller tests: both libraries)
@@ -135,7 +142,7 @@ fuzz-build: $(FUZZ_BIN)
 fuzz-replay: $(FUZZ_BIN)
 	@tools/run-suite.sh fuzz-replay $(FUZZ_BIN)
 
-blackbox: bin/asan/limen-dataplane bin/limen-dataplane $(PLUGIN_SO)
+blackbox: bin/asan/limen-dataplane bin/limen-dataplane $(PLUGIN_SO) $(WS_TOOLS)
 	@tools/run-suite.sh blackbox
 
 # a real kube-apiserver + etcd and kubectl, built from Go modules (e2e/); needs Go >= 1.26; and Helm
@@ -155,7 +162,7 @@ run: deps bin/limen-dataplane
 	@tools/run-example.sh
 
 test: deps
-	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane bin/limen-controller bin/asan/limen-controller $(CTL_PROBES) $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN) $(PLUGIN_SO)
+	@$(MAKE) --no-print-directory bin/limen-dataplane bin/asan/limen-dataplane bin/limen-controller bin/asan/limen-controller $(CTL_PROBES) $(UNIT_BIN_REL) $(UNIT_BIN_ASAN) $(FUZZ_BIN) $(PLUGIN_SO) $(WS_TOOLS)
 	@tools/e2e-env.sh build
 	@tools/helm-env.sh build
 	@tools/run-suite.sh all $(UNIT_BIN_REL) -- $(UNIT_BIN_ASAN) -- $(FUZZ_BIN)

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BUILD_PKGS="build-essential pkg-config libuv1-dev libssl-dev libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev libcurl4-openssl-dev libnghttp2-dev"
-TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps nghttp2-client"
+TEST_PKGS="clang libclang-rt-14-dev llvm curl python3 procps nghttp2-client libwebsockets-dev"
 BENCH_PKGS="wrk nginx-light haproxy"
 
 want="$BUILD_PKGS $TEST_PKGS"
