@@ -85,8 +85,24 @@ static inline void lm__sb_u64(lm__sb_t *b, uint64_t v)
 
 
 
-/* proxy.c */
+/* proxy.c: the request path */
 const char *lm__rid(lm_req_t *r); /* the request id (the client's X-Request-Id or ours) */
+void lm__conn_process(lm_conn_t *c);   /* parse and start what waits in c->buf */
+void lm__respond_error(lm_req_t *r, int status, const char *message);
+void lm__body_feed(lm_req_t *r);       /* body bytes arrived for a body read whole */
+void lm__req_body_pump(lm_req_t *r);   /* body bytes arrived for a streamed body */
+void lm__tunnel_up(lm_req_t *r);       /* bytes arrived for a WebSocket tunnel */
+void lm__tunnel_end(lm_req_t *r);
+void lm__peer_release(lm_req_t *r);
+
+/* proxy_conn.c: client connections */
+void lm__conn_close(lm_conn_t *c);
+void lm__conn_timeout(uv_timer_t *t);  /* the connection timer's callback */
+void lm__conn_linger(lm_conn_t *c);    /* half-close, drain what the client still sends, close */
+void lm__conn_read_start(lm_conn_t *c);
+void lm__conn_read_stop(lm_conn_t *c);
+void lm__conn_input(lm_conn_t *c, ssize_t nread); /* plaintext appended to c->buf (nread < 0: the end) */
+void lm__req_detach(lm_req_t *r);      /* the connection goes: the request lets go of everything */
 
 /* proxy_head.c */
 bool lm__valid_request_id(lm_str_t v);

@@ -168,13 +168,7 @@ int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t 
         d->req = req;
         d->cb = cb;
         d->fn = NULL;
-        d->next = NULL;
-        if (w->defer_tail)
-            w->defer_tail->next = d;
-        else
-            w->defer_head = d;
-        w->defer_tail = d;
-        uv_idle_start(&w->defer_idle, lm__defer_idle);
+        lm_worker_defer_task(w, d);
         return 0;
     }
     return uv_write(req, s, bufs, n, cb);
