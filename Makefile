@@ -173,6 +173,7 @@ build/rel/router_bench: dataplane/router_bench.c build/rel/liblimen.a $(HEADERS)
 bench: deps bin/limen-dataplane build/rel/router_bench
 	@tools/deps.sh --bench
 	@tools/bench.sh
+	@tools/bench_h2.sh
 
 # the controller at scale against a real API server (tools/bench_controller.py)
 bench-controller: deps bin/limen-controller bin/limen-dataplane
