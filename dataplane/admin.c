@@ -544,6 +544,14 @@ static void lm__dispatch(lm_admin_conn_t *c, const lm_http1_request_t *h, char *
         lm__respond_json(c, ust, ubody);
         return;
     }
+    if ((lm_str_eq(m, LM_STR("POST")) || lm_str_eq(m, LM_STR("PUT"))) &&
+        lm_admin_upstream_set_health(srv, p, &ust, &ubody) == LM_OK) { /* not a config change: also --managed */
+        if (ubody)
+            lm__respond_json(c, ust, ubody);
+        else
+            lm__respond(c, 204, "application/json; charset=utf-8", "", 0);
+        return;
+    }
     /* Kong's entity endpoints (admin_api.c) */
     lm_admin_call_t *call = calloc(1, sizeof(*call));
     if (!call)

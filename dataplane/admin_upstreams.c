@@ -267,3 +267,77 @@ void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out)
         }
     }
 }
+
+/* Splits "/upstreams/U/targets/T[/ADDRESS]/healthy|unhealthy"; false for other paths. */
+static bool lm__health_path(lm_str_t path, lm_str_t *up, lm_str_t *target, lm_str_t *addr, bool *healthy)
+{
+    lm_str_t seg[6];
+    size_t n = 0;
+    const char *p = path.ptr, *e = path.ptr + path.len;
+    if (p < e && *p == '/')
+        p++;
+    while (p < e && n < 6) {
+        const char *slash = memchr(p, '/', (size_t)(e - p));
+        const char *end = slash ? slash : e;
+        seg[n++] = (lm_str_t){ p, (size_t)(end - p) };
+        p = slash ? slash + 1 : e;
+    }
+    if (p < e || n < 5 || !lm_str_eq(seg[0], LM_STR("upstreams")) || !lm_str_eq(seg[2], LM_STR("targets")))
+        return false;
+    lm_str_t verb = seg[n - 1];
+    if (!lm_str_eq(verb, LM_STR("healthy")) && !lm_str_eq(verb, LM_STR("unhealthy")))
+        return false;
+    *healthy = lm_str_eq(verb, LM_STR("healthy"));
+    *up = seg[1];
+    *target = seg[3];
+    *addr = n == 6 ? seg[4] : LM_STR_NULL;
+    return true;
+}
+
+int lm_admin_upstream_set_health(lm_server_t *srv, lm_str_t path, int *status, cJSON **body)
+{
+    lm_str_t upn, tn, addr;
+    bool healthy;
+    if (!lm__health_path(path, &upn, &tn, &addr, &healthy))
+        return LM_DECLINED;
+    *body = NULL;
+    lm_balancer_t *b = lm__find(srv->current, upn);
+    const lm_bal_target_t *t = NULL;
+    for (size_t i = 0; b && i < b->num_targets; i++) {
+        const lm_target_t *ct = b->targets[i].t;
+        if (ct && lm_str_eq(tn, lm_str(ct->target)))
+            t = &b->targets[i];
+    }
+    if (!t) {
+        *status = 404;
+        *body = cJSON_CreateObject();
+        cJSON_AddStringToObject(*body, "message", "Not found");
+        return LM_OK;
+    }
+    if (!b->hc.enabled) { /* Kong's answer when the upstream has no health checker */
+        *status = 400;
+        *body = cJSON_CreateObject();
+        char msg[300];
+        snprintf(msg, sizeof(msg), "no healthchecker found for %s", b->name);
+        cJSON_AddStringToObject(*body, "message", msg);
+        return LM_OK;
+    }
+    size_t done = 0;
+    for (uint32_t i = 0; i < t->count; i++) {
+        const lm_peer_t *p = &b->peers[t->first + i];
+        if (addr.ptr && !lm_str_eq(addr, lm_str(p->key)))
+            continue;
+        if (p->state) {
+            lm_health_set(p->state, &b->hc, healthy);
+            done++;
+        }
+    }
+    if (addr.ptr && done == 0) {
+        *status = 404;
+        *body = cJSON_CreateObject();
+        cJSON_AddStringToObject(*body, "message", "Not found");
+        return LM_OK;
+    }
+    *status = 204;
+    return LM_OK;
+}

@@ -290,6 +290,12 @@ bool lm_health_up(lm_target_state_t *s, const lm_hc_conf_t *c, uint64_t now_ms)
     return true;
 }
 
+void lm_health_set(lm_target_state_t *s, const lm_hc_conf_t *c, bool healthy)
+{
+    lm__transition(s, c, healthy, lm_health_now_ms(), "set through the admin API");
+    atomic_store(&s->counters, 0);
+}
+
 void lm_health_reset(lm_target_state_t *s)
 {
     atomic_store(&s->counters, 0);

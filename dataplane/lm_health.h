@@ -94,6 +94,9 @@ void lm_health_report(lm_target_state_t *s, const lm_hc_conf_t *c, const lm_hc_s
  * revives). Callers ignore health when checks are off. */
 bool lm_health_up(lm_target_state_t *s, const lm_hc_conf_t *c, uint64_t now_ms);
 
+/* Kong's POST /upstreams/{u}/targets/{t}/healthy|unhealthy: the state as
+ * told, counters cleared; later checks may change it again. */
+void lm_health_set(lm_target_state_t *s, const lm_hc_conf_t *c, bool healthy);
 /* Forces a state healthy with clear counters (checks turned off). */
 void lm_health_reset(lm_target_state_t *s);
 
@@ -116,6 +119,9 @@ typedef struct lm_server lm_server_t;
  * path is neither; else the status and a JSON body to send (caller deletes).
  */
 int lm_admin_upstreams(lm_server_t *srv, lm_str_t path, lm_str_t query, int *status, cJSON **body);
+/* POST (or PUT) /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy: LM_OK
+ * with *status and *body (NULL for 204), or LM_DECLINED for other paths. */
+int lm_admin_upstream_set_health(lm_server_t *srv, lm_str_t path, int *status, cJSON **body);
 /* Appends per-target Prometheus series for the current snapshot. */
 void lm_health_metrics_render(lm_server_t *srv, lm_buf_t *out);
 /* Only the target health gauge, as `metric` with `extra` appended to each

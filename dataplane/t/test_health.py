@@ -250,3 +250,30 @@ def test_bad_healthcheck_fields_are_refused_with_their_path(limen_factory, ups):
     assert paths["upstreams[0].healthchecks.active.http_path"] == "should start with: /"
     assert paths["upstreams[0].healthchecks.active.headers.x-token"] == "expected an array"
     assert l.request("GET", "/echo")[0] == 200  # the old config keeps serving
+
+
+def test_set_target_health_through_the_admin_api(limen_factory, ups):
+    """Kong's POST /upstreams/{u}/targets/{t}/healthy|unhealthy (and per address)."""
+    a, b = ups(Upstream, Upstream)
+    hc = "  healthchecks:\n    passive:\n      unhealthy: {http_failures: 3}\n"
+    l = limen_factory(config([a, b], hc)).start()
+    ta, tb = f"{a.host}:{a.port}", f"{b.host}:{b.port}"
+    st, _ = l.admin_json("POST", f"/upstreams/up/targets/{ta}/unhealthy")
+    assert st == 204
+    assert health(l) == {ta: "UNHEALTHY", tb: "HEALTHY"}
+    names = {json.loads(l.request("GET", "/x")[2])["upstream"] for _ in range(10)}
+    assert names == {b.name}  # traffic avoids it at once
+    st, _ = l.admin_json("PUT", f"/upstreams/up/targets/{ta}/{ta}/healthy")  # one address, PUT as Kong Manager
+    assert st == 204
+    assert health(l) == {ta: "HEALTHY", tb: "HEALTHY"}
+    st, body = l.admin_json("POST", "/upstreams/up/targets/10.9.9.9:1/healthy")
+    assert st == 404 and body["message"] == "Not found"
+    st, body = l.admin_json("POST", "/upstreams/nope/targets/x:1/healthy")
+    assert st == 404
+
+
+def test_set_target_health_without_health_checks_is_refused(limen_factory, ups):
+    (a,) = ups(Upstream)
+    l = limen_factory(config([a])).start()
+    st, body = l.admin_json("POST", f"/upstreams/up/targets/{a.host}:{a.port}/unhealthy")
+    assert st == 400 and body["message"] == "no healthchecker found for up"
