@@ -5,6 +5,7 @@
  * head into the request arena.
  */
 #include "proxy_int.h"
+#include "lm_tls.h"
 
 #include <stdio.h>
 
@@ -214,6 +215,15 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
     if (prefix.len) {
         LM__SB_LIT(&b, "X-Forwarded-Prefix: ");
         lm__sb_str(&b, prefix);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    if (c->tls && c->tls->client_verify) { /* --ssl-client-verify (the client's own were dropped) */
+        LM__SB_LIT(&b, "X-Client-Cert-Verify: ");
+        lm__sb_cstr(&b, c->tls->client_verify);
+        if (c->tls->client_subject) {
+            LM__SB_LIT(&b, "\r\nX-Client-Cert-Subject: ");
+            lm__sb_cstr(&b, c->tls->client_subject);
+        }
         LM__SB_LIT(&b, "\r\n");
     }
     LM__SB_LIT(&b, "X-Request-Id: ");
