@@ -791,6 +791,9 @@ ssize_t lm_tls_read(lm_tls_t *t, char *out, size_t cap)
         return LM_ERROR;
     if (t->eof)
         return 0;
+    /* the error queue is per thread: what another connection's failure left
+     * there would turn this one's WANT_READ into SSL_ERROR_SSL */
+    ERR_clear_error();
     if (!t->established) {
         int rc = SSL_do_handshake(t->ssl);
         if (rc != 1) {
@@ -883,6 +886,7 @@ int lm_tls_write(lm_tls_t *t, lm_worker_t *w, uv_stream_t *s, uv_write_t *req, u
 {
     /* small pieces (a head, a chunk header) are gathered into full records */
     static _Thread_local char gather[16384];
+    ERR_clear_error(); /* as in lm_tls_read */
     size_t g = 0;
     for (unsigned i = 0; i <= n; i++) {
         const char *p = i < n ? bufs[i].base : NULL;
@@ -909,8 +913,11 @@ int lm_tls_write(lm_tls_t *t, lm_worker_t *w, uv_stream_t *s, uv_write_t *req, u
 
 void lm_tls_shutdown(lm_tls_t *t)
 {
-    if (t->ssl && t->established && !t->failed)
+    if (t->ssl && t->established && !t->failed) {
+        ERR_clear_error();
         SSL_shutdown(t->ssl);
+        ERR_clear_error(); /* a peer already gone is no concern of the next connection */
+    }
 }
 
 const char *lm_tls_error(lm_tls_t *t, char *buf, size_t len)

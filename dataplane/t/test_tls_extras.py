@@ -367,3 +367,47 @@ def test_upstream_ip_checked_against_certificate(mtls):
         l.stop()
         dns_only.stop()
         with_ip.stop()
+
+
+# --------------------------------------------------------------------------
+# a failed TLS read must not leave OpenSSL errors behind for other connections
+# --------------------------------------------------------------------------
+
+def _handshake_memory(port, sni):
+    """A TLS 1.3 connection driven through memory BIOs, so the test controls every byte sent."""
+    ctx = client_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    import socket as _s
+    sock = _s.create_connection(("127.0.0.1", port), timeout=5)
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            inc.write(sock.recv(65536))
+    sock.sendall(out.read())
+    return sock, obj, out
+
+
+def test_corrupt_record_does_not_poison_other_connections(upstream):
+    c = Certs()
+    l = tls_limen(upstream.port, [cert_entity(c.leaf("a.test"), ["a.test"])], workers=1)
+    try:
+        l.start()
+        s = tls_connect(l.tls_port, "a.test", ca=c.ca)  # an established keep-alive connection on the worker
+        assert https_get(s, "a.test", "/x")[0] == 200
+        for _ in range(3):
+            sock, obj, out = _handshake_memory(l.tls_port, "a.test")
+            # a valid request, then a record that cannot decrypt, in one segment
+            obj.write(b"GET /sleep/300 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            sock.sendall(out.read() + b"\x17\x03\x03\x00\x20" + os.urandom(32))
+            time.sleep(0.05)
+            # meanwhile the other connection on the same worker goes on working
+            for _ in range(3):
+                assert https_get(s, "a.test", "/x")[0] == 200
+            sock.close()
+        s.close()
+    finally:
+        l.stop()
