@@ -5,6 +5,7 @@
 #include "lm_log.h"
 #include "lm_proxy.h"
 #include "proxy_int.h"
+#include "lm_tls.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -22,6 +23,12 @@ void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n)
     r->hdrs = lm_arena_alloc(r->arena, r->hdrs_cap * sizeof(*r->hdrs));
     memcpy(r->hdrs, h, n * sizeof(*h));
     r->num_hdrs = n;
+    /* what the proxy says about the client certificate is never taken from
+     * the client (plugins do not see these either) */
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name.len >= 20 && strncasecmp(h[i].name.ptr, "X-Client-Cert-", 14) == 0 &&
+            (lm_str_ieq_cstr(h[i].name, "X-Client-Cert-Subject") || lm_str_ieq_cstr(h[i].name, "X-Client-Cert-Verify")))
+            r->hdrs[i].flags |= LM_HDR_F_DELETED;
 }
 
 static void lm__hdr_append_as(lm_arena_t *a, lm_http_header_t **arr, size_t *n, size_t *cap, lm_str_t name,
@@ -130,6 +137,8 @@ const char *lm_ctx_http_version(lm_ctx_t *ctx) { return R(ctx)->c->parent ? "2.0
 lm_str_t lm_ctx_host(lm_ctx_t *ctx) { return R(ctx)->host; }
 const char *lm_ctx_scheme(lm_ctx_t *ctx) { return lm_conn_tls(R(ctx)->c) ? "https" : "http"; }
 int lm_ctx_client_port(lm_ctx_t *ctx) { return R(ctx)->c->port; }
+const char *lm_ctx_client_cert_subject(lm_ctx_t *ctx) { return lm_conn_tls(R(ctx)->c) ? lm_conn_tls(R(ctx)->c)->client_subject : NULL; }
+const char *lm_ctx_client_cert_verify(lm_ctx_t *ctx) { return lm_conn_tls(R(ctx)->c) ? lm_conn_tls(R(ctx)->c)->client_verify : NULL; }
 int64_t lm_ctx_content_length(lm_ctx_t *ctx) { return R(ctx)->content_length; }
 bool lm_ctx_has_body(lm_ctx_t *ctx) { return R(ctx)->req_body != LM_BODY_NONE && !(R(ctx)->req_body == LM_BODY_LENGTH && R(ctx)->content_length == 0); }
 const lm_route_t *lm_ctx_route(lm_ctx_t *ctx) { return R(ctx)->rrt ? R(ctx)->rrt->route : NULL; }

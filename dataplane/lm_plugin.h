@@ -118,7 +118,8 @@ void lm_plugin_unload_all(void);
  * Added within version 1 (new functions, a field appended to the host-made
  * lm_plugin_cfg_ctx_t): lm_plugin_need_body and the request body calls;
  * lm_ctx_set_method, _set_path, _set_raw_query, _uri_capture, _server_addr,
- * _connection_id, _connection_requests, _resp_header_at, _resp_set_status;
+ * _connection_id, _connection_requests, _resp_header_at, _resp_set_status,
+ * _client_cert_subject, _client_cert_verify;
  * lm_plugin_shared_ex and the log-phase calls (lm_ctx_latencies, _started_at,
  * _request_size, _response_size, _tries, _upstream_addr, _upstream_uri,
  * _request_id, _response_source).
@@ -134,6 +135,12 @@ lm_str_t lm_ctx_host(lm_ctx_t *ctx);       /* Host header (port included) */
 const char *lm_ctx_scheme(lm_ctx_t *ctx);  /* "http" or "https" */
 const char *lm_ctx_client_ip(lm_ctx_t *ctx);
 int lm_ctx_client_port(lm_ctx_t *ctx);
+/* The client certificate on a TLS listener with --ssl-client-verify optional
+ * or on: the verified certificate's subject in RFC 2253 form (NULL unless it
+ * verified), and the result: "SUCCESS", "NONE" or "FAILED:<reason>" (NULL
+ * when client verification is off or the connection is not TLS). */
+const char *lm_ctx_client_cert_subject(lm_ctx_t *ctx);
+const char *lm_ctx_client_cert_verify(lm_ctx_t *ctx);
 /* First header with this name (case-insensitive): true and *value, or false. */
 bool lm_ctx_header(lm_ctx_t *ctx, lm_str_t name, lm_str_t *value);
 /* Every header with this name: returns how many there are, stores the first

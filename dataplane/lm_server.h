@@ -30,6 +30,8 @@ typedef struct {
     const char *ssl_protocols;  /* "TLSv1.2 TLSv1.3" */
     const char *ssl_ciphers;    /* TLS 1.2 suites; NULL: Mozilla intermediate */
     int ssl_ticket_rotate_s;    /* session-ticket key lifetime, default 3600 */
+    const char *ssl_client_ca;     /* client certificates: CA bundle (PEM) */
+    const char *ssl_client_verify; /* "off" (default), "optional", "on" */
     bool managed;              /* the config belongs to a controller: entity writes are refused
                                   as Kong refuses them in DB-less mode (POST /config still works) */
 } lm_server_opts_t;

@@ -39,6 +39,8 @@ typedef struct {
     const char *protocols;            /* "TLSv1.2 TLSv1.3" (Kong's ssl_protocols) */
     const char *ciphers;              /* TLS 1.2 cipher list; NULL: Mozilla intermediate (Kong's default) */
     int ticket_rotate_s;              /* session-ticket key lifetime; default 3600 */
+    const char *client_ca_file;       /* client certificates: the CAs (PEM bundle) they must chain to */
+    const char *client_verify;        /* "off" (default), "optional" or "on" */
 } lm_tls_opts_t;
 
 /* ---- process ----------------------------------------------------------- */
@@ -76,11 +78,18 @@ typedef struct lm_tls_conn {
     char sni[256]; /* server side: the name the client sent ("" when none) */
     bool h2_ok;    /* server side: ALPN may choose h2 (an http2 listener) */
     const char *alpn; /* negotiated protocol, "" when none */
+    /* server side with client verification on or optional, after the
+     * handshake: "SUCCESS", "NONE" or "FAILED:<reason>" (NULL: verification
+     * off), and the verified certificate's subject (RFC 2253; NULL unless
+     * SUCCESS) */
+    char *client_verify, *client_subject;
 } lm_tls_t;
 
 /* Server side: the worker's snapshot picks the certificate by SNI. */
 int lm_tls_accept(lm_tls_t *t, lm_worker_t *w);
-/* Client side: sni may be NULL (IP literals); verify checks the name too;
+/* Client side: sni is the upstream's name, or an IP address (no SNI is sent
+ * then, and verify checks the certificate names that address), or NULL;
+ * verify checks the name too;
  * sess (may be NULL) is tried for resumption. app is what
  * lm_tls_session_cb receives. */
 int lm_tls_connect(lm_tls_t *t, SSL_CTX *ctx, const char *sni, bool verify, SSL_SESSION *sess);
@@ -107,5 +116,15 @@ const char *lm_tls_error(lm_tls_t *t, char *buf, size_t len);
 typedef bool (*lm_tls_session_cb)(void *app, SSL_SESSION *sess);
 void lm_tls_set_session_cb(lm_tls_session_cb cb);
 void lm_tls_set_app(lm_tls_t *t, void *app);
+
+/* ---- OCSP stapling (ocsp.c) --------------------------------------------- */
+/* Stapling for the certificates of a server context that name a responder
+ * and have their issuer in their chain: the responses are fetched and
+ * refreshed by a background thread. Cheap for the others. */
+void lm_ocsp_attach(SSL_CTX *ctx);
+/* The status callback of every server context (SSL_CTX_set_tlsext_status_cb). */
+int lm_ocsp_status_cb(SSL *s, void *arg);
+/* Stops the fetching thread (lm_tls_cleanup). */
+void lm_ocsp_stop(void);
 
 #endif

@@ -32,6 +32,16 @@ static const char lm__usage[] =
     "                          Mozilla's intermediate list\n"
     "  --ssl-ticket-rotate S   session-ticket key lifetime in seconds; tickets stay valid for two\n"
     "                          (LIMEN_SSL_TICKET_ROTATE); default 3600\n"
+    "  --ssl-client-ca FILE    CA certificates (PEM bundle) client certificates must chain to\n"
+    "                          (LIMEN_SSL_CLIENT_CA)\n"
+    "  --ssl-client-verify M   client certificates on ssl listeners (LIMEN_SSL_CLIENT_VERIFY): off\n"
+    "                          (default); optional: asked for, and the result is passed on;\n"
+    "                          on: the handshake fails without a valid one. The upstream gets\n"
+    "                          X-Client-Cert-Verify (SUCCESS, NONE or FAILED:reason) and\n"
+    "                          X-Client-Cert-Subject (RFC 2253); clients cannot send either\n"
+    "  (OCSP stapling has no option: a certificate that names a responder (AIA) and has its\n"
+    "   issuer in its chain gets the response fetched in the background, refreshed before\n"
+    "   nextUpdate, and stapled for clients that ask)\n"
     "  --admin-listen ADDR     admin API: unix:PATH (mode 0600) or HOST:PORT (LIMEN_ADMIN_LISTEN);\n"
     "                          default unix:STATE_DIR/admin.sock; \"off\" disables it\n"
     "  --admin-token TOKEN     required on a TCP admin listener that is not on loopback, sent as\n"
@@ -107,6 +117,8 @@ static const struct {
     { "--ssl-cert-key", "LIMEN_SSL_CERT_KEY", offsetof(lm_server_opts_t, ssl_cert_key) },
     { "--ssl-protocols", "LIMEN_SSL_PROTOCOLS", offsetof(lm_server_opts_t, ssl_protocols) },
     { "--ssl-ciphers", "LIMEN_SSL_CIPHERS", offsetof(lm_server_opts_t, ssl_ciphers) },
+    { "--ssl-client-ca", "LIMEN_SSL_CLIENT_CA", offsetof(lm_server_opts_t, ssl_client_ca) },
+    { "--ssl-client-verify", "LIMEN_SSL_CLIENT_VERIFY", offsetof(lm_server_opts_t, ssl_client_verify) },
 };
 #define LM__STR_OPT(o, i) (*(const char **)((char *)(o) + lm__str_opts[i].off))
 

@@ -5,6 +5,7 @@
  * head into the request arena.
  */
 #include "proxy_int.h"
+#include "lm_tls.h"
 
 #include <stdio.h>
 
@@ -216,6 +217,16 @@ void lm__build_upstream_head(lm_req_t *r, const lm_http1_request_t *h, const lm_
     if (prefix.len) {
         LM__SB_LIT(&b, "X-Forwarded-Prefix: ");
         lm__sb_str(&b, prefix);
+        LM__SB_LIT(&b, "\r\n");
+    }
+    const lm_tls_t *ct = lm_conn_tls(c);
+    if (ct && ct->client_verify) { /* --ssl-client-verify (the client's own were dropped) */
+        LM__SB_LIT(&b, "X-Client-Cert-Verify: ");
+        lm__sb_cstr(&b, ct->client_verify);
+        if (ct->client_subject) {
+            LM__SB_LIT(&b, "\r\nX-Client-Cert-Subject: ");
+            lm__sb_cstr(&b, ct->client_subject);
+        }
         LM__SB_LIT(&b, "\r\n");
     }
     LM__SB_LIT(&b, "X-Request-Id: ");

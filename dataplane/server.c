@@ -809,7 +809,8 @@ int lm_server_run(const lm_server_opts_t *opts)
         return 2;
     lm_tls_opts_t topts = { .cert_file = srv->opts.ssl_cert, .key_file = srv->opts.ssl_cert_key,
                             .protocols = srv->opts.ssl_protocols, .ciphers = srv->opts.ssl_ciphers,
-                            .ticket_rotate_s = srv->opts.ssl_ticket_rotate_s };
+                            .ticket_rotate_s = srv->opts.ssl_ticket_rotate_s,
+                            .client_ca_file = srv->opts.ssl_client_ca, .client_verify = srv->opts.ssl_client_verify };
     if (lm_tls_init(&topts, err, sizeof(err)) != LM_OK) {
         lm_log_error("%s", err);
         lm_tls_cleanup();

@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,12 @@ static struct {
     int rotate_ms;
     lm_tls_session_cb session_cb;
     int app_idx;
+    int client_verify;                   /* LM__CV_* */
+    X509_STORE *client_store;            /* the CAs client certificates must chain to */
+    STACK_OF(X509_NAME) *client_names;   /* their names, sent in the CertificateRequest */
 } lm__tls;
+
+enum { LM__CV_OFF, LM__CV_OPTIONAL, LM__CV_ON };
 
 /* ------------------------------------------------------------------ */
 /* session-ticket keys: one current, one previous, shared by every worker */
@@ -135,6 +141,14 @@ static int lm__alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
 
 static int lm__servername_cb(SSL *s, int *ad, void *arg);
 
+/* --ssl-client-verify optional: any certificate (or none) passes the
+ * handshake; the result goes to the upstream (X-Client-Cert-Verify). */
+static int lm__verify_optional_cb(int ok, X509_STORE_CTX *x)
+{
+    (void)ok, (void)x;
+    return 1;
+}
+
 /* Settings every server context shares (the SNI switch keeps the SSL's own
  * protocol settings, but ALPN and tickets are read from the new context). */
 static SSL_CTX *lm__server_ctx_new(void)
@@ -153,6 +167,15 @@ static SSL_CTX *lm__server_ctx_new(void)
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, lm__ticket_cb);
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, lm__alpn_cb, NULL);
+    SSL_CTX_set_tlsext_status_cb(ctx, lm_ocsp_status_cb);
+    if (lm__tls.client_verify != LM__CV_OFF) {
+        /* on every context: the verify store and CA names are read from the
+         * one the SNI picked */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (lm__tls.client_verify == LM__CV_ON ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           lm__tls.client_verify == LM__CV_ON ? NULL : lm__verify_optional_cb);
+        SSL_CTX_set1_verify_cert_store(ctx, lm__tls.client_store);
+        SSL_CTX_set_client_CA_list(ctx, SSL_dup_CA_list(lm__tls.client_names));
+    }
     return ctx;
 }
 
@@ -237,6 +260,38 @@ static int lm__proto_version(const char *name)
 
 static int lm__session_new_cb(SSL *s, SSL_SESSION *sess);
 
+static int lm__client_verify_init(const lm_tls_opts_t *o, char *err, size_t errlen)
+{
+    const char *v = o->client_verify && *o->client_verify ? o->client_verify : "off";
+    if (strcmp(v, "off") == 0)
+        lm__tls.client_verify = LM__CV_OFF;
+    else if (strcmp(v, "optional") == 0)
+        lm__tls.client_verify = LM__CV_OPTIONAL;
+    else if (strcmp(v, "on") == 0)
+        lm__tls.client_verify = LM__CV_ON;
+    else {
+        snprintf(err, errlen, "--ssl-client-verify: '%s' is not off, optional or on", v);
+        return LM_ERROR;
+    }
+    if (lm__tls.client_verify == LM__CV_OFF)
+        return LM_OK;
+    if (!o->client_ca_file || !*o->client_ca_file) {
+        snprintf(err, errlen, "--ssl-client-verify %s needs --ssl-client-ca", v);
+        return LM_ERROR;
+    }
+    lm__tls.client_store = X509_STORE_new();
+    lm__tls.client_names = SSL_load_client_CA_file(o->client_ca_file);
+    if (!lm__tls.client_store || X509_STORE_load_file(lm__tls.client_store, o->client_ca_file) != 1 ||
+        !lm__tls.client_names || sk_X509_NAME_num(lm__tls.client_names) == 0) {
+        unsigned long e = ERR_get_error();
+        snprintf(err, errlen, "--ssl-client-ca %s: %s", o->client_ca_file,
+                 e ? ERR_reason_error_string(e) : "no certificate in it");
+        ERR_clear_error();
+        return LM_ERROR;
+    }
+    return LM_OK;
+}
+
 int lm_tls_init(const lm_tls_opts_t *o, char *err, size_t errlen)
 {
     lm__tls.app_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -259,6 +314,8 @@ int lm_tls_init(const lm_tls_opts_t *o, char *err, size_t errlen)
     }
     lm__tls.ciphers = strdup(o->ciphers && *o->ciphers ? o->ciphers : lm__intermediate);
     lm_tls_rotate_tickets();
+    if (lm__client_verify_init(o, err, errlen) != LM_OK)
+        return LM_ERROR;
 
     lm__tls.base = lm__server_ctx_new();
     lm__tls.fallback = lm__server_ctx_new();
@@ -297,6 +354,7 @@ int lm_tls_init(const lm_tls_opts_t *o, char *err, size_t errlen)
             ERR_clear_error();
             return LM_ERROR;
         }
+        lm_ocsp_attach(targets[i]);
     }
     return LM_OK;
 }
@@ -395,6 +453,7 @@ static SSL_CTX *lm__cert_ctx(const lm_certificate_t *c, char *err, size_t errlen
             SSL_CTX_free(ctx);
             ctx = NULL;
         } else if (ctx) {
+            lm_ocsp_attach(ctx);
             lm__cache_put(key, ctx);
         }
     }
@@ -611,6 +670,7 @@ fail:
 
 void lm_tls_cleanup(void)
 {
+    lm_ocsp_stop();
     pthread_mutex_lock(&lm__cache.mu);
     lm__cache_drop(&lm__cache.cur);
     lm__cache_drop(&lm__cache.prev);
@@ -620,6 +680,11 @@ void lm_tls_cleanup(void)
     lm__tls.base = lm__tls.fallback = NULL;
     free(lm__tls.ciphers);
     lm__tls.ciphers = NULL;
+    X509_STORE_free(lm__tls.client_store);
+    lm__tls.client_store = NULL;
+    sk_X509_NAME_pop_free(lm__tls.client_names, X509_NAME_free);
+    lm__tls.client_names = NULL;
+    lm__tls.client_verify = LM__CV_OFF;
     OPENSSL_cleanse(lm__tk, sizeof(lm__tk));
 }
 
@@ -660,7 +725,15 @@ int lm_tls_connect(lm_tls_t *t, SSL_CTX *ctx, const char *sni, bool verify, SSL_
     if (lm__conn_init(t, ctx) != LM_OK)
         return LM_ERROR;
     SSL_set_connect_state(t->ssl);
-    if (sni && *sni) {
+    unsigned char ip[16];
+    if (sni && *sni && (inet_pton(AF_INET, sni, ip) == 1 || inet_pton(AF_INET6, sni, ip) == 1)) {
+        /* an address: no SNI (RFC 6066), and the certificate must name it
+         * (an IP SAN) - without this check any certificate from the CA passed */
+        if (verify && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), sni) != 1) {
+            lm_tls_free(t);
+            return LM_ERROR;
+        }
+    } else if (sni && *sni) {
         SSL_set_tlsext_host_name(t->ssl, sni);
         if (verify)
             SSL_set1_host(t->ssl, sni);
@@ -681,6 +754,9 @@ void lm_tls_free(lm_tls_t *t)
     if (t->ssl)
         SSL_free(t->ssl); /* frees both BIOs */
     t->ssl = NULL;
+    free(t->client_verify);
+    free(t->client_subject);
+    t->client_verify = t->client_subject = NULL;
 }
 
 void lm_tls_feed(lm_tls_t *t, const char *p, size_t n)
@@ -694,12 +770,45 @@ bool lm_tls_pending(const lm_tls_t *t)
     return t->ssl && !t->failed && (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0);
 }
 
+/* The client certificate's verification result and subject, kept for the
+ * upstream headers and plugins (a resumed session has them too). */
+static void lm__client_cert_result(lm_tls_t *t)
+{
+    X509 *peer = SSL_get0_peer_certificate(t->ssl);
+    long v = SSL_get_verify_result(t->ssl);
+    char buf[160];
+    if (!peer) {
+        t->client_verify = strdup("NONE");
+    } else if (v != X509_V_OK) {
+        snprintf(buf, sizeof(buf), "FAILED:%s", X509_verify_cert_error_string(v));
+        t->client_verify = strdup(buf);
+    } else {
+        t->client_verify = strdup("SUCCESS");
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+            char *p;
+            long n = BIO_get_mem_data(b, &p);
+            if ((t->client_subject = malloc((size_t)n + 1)) != NULL) {
+                for (long i = 0; i < n; i++) /* a header value: no control characters */
+                    t->client_subject[i] = (unsigned char)p[i] < 0x20 || p[i] == 0x7f ? '?' : p[i];
+                t->client_subject[n] = 0;
+            }
+        }
+        BIO_free(b);
+    }
+    if (!t->client_verify)
+        abort();
+}
+
 ssize_t lm_tls_read(lm_tls_t *t, char *out, size_t cap)
 {
     if (t->failed)
         return LM_ERROR;
     if (t->eof)
         return 0;
+    /* the error queue is per thread: what another connection's failure left
+     * there would turn this one's WANT_READ into SSL_ERROR_SSL */
+    ERR_clear_error();
     if (!t->established) {
         int rc = SSL_do_handshake(t->ssl);
         if (rc != 1) {
@@ -717,6 +826,8 @@ ssize_t lm_tls_read(lm_tls_t *t, char *out, size_t cap)
             t->alpn = "http/1.1";
         else if (len == 2 && memcmp(p, "h2", 2) == 0)
             t->alpn = "h2";
+        if (lm__tls.client_verify != LM__CV_OFF && SSL_is_server(t->ssl))
+            lm__client_cert_result(t);
     }
     size_t got = 0;
     while (got < cap) {
@@ -790,6 +901,7 @@ int lm_tls_write(lm_tls_t *t, lm_worker_t *w, uv_stream_t *s, uv_write_t *req, u
 {
     /* small pieces (a head, a chunk header) are gathered into full records */
     static _Thread_local char gather[16384];
+    ERR_clear_error(); /* as in lm_tls_read */
     size_t g = 0;
     for (unsigned i = 0; i <= n; i++) {
         const char *p = i < n ? bufs[i].base : NULL;
@@ -816,8 +928,11 @@ int lm_tls_write(lm_tls_t *t, lm_worker_t *w, uv_stream_t *s, uv_write_t *req, u
 
 void lm_tls_shutdown(lm_tls_t *t)
 {
-    if (t->ssl && t->established && !t->failed)
+    if (t->ssl && t->established && !t->failed) {
+        ERR_clear_error();
         SSL_shutdown(t->ssl);
+        ERR_clear_error(); /* a peer already gone is no concern of the next connection */
+    }
 }
 
 const char *lm_tls_error(lm_tls_t *t, char *buf, size_t len)

@@ -392,20 +392,18 @@ static void lm__tls_name(lm_req_t *r, char *out, size_t cap)
 {
     lm_str_t h = r->rrt && r->rrt->route->preserve_host && r->host.len ? r->host : r->peer->host_header;
     size_t n = h.len;
-    if (n && h.ptr[0] == '[') {
-        out[0] = 0;
-        return;
+    if (n && h.ptr[0] == '[') { /* "[v6]:port": the address (lm_tls_connect sends no SNI for one) */
+        const char *end = memchr(h.ptr, ']', h.len);
+        n = end ? (size_t)(end - h.ptr) - 1 : 0;
+        h.ptr++;
+    } else {
+        for (size_t i = 0; i < h.len; i++)
+            if (h.ptr[i] == ':') {
+                n = i;
+                break;
+            }
     }
-    for (size_t i = 0; i < h.len; i++)
-        if (h.ptr[i] == ':') {
-            n = i;
-            break;
-        }
-    bool numeric = true;
-    for (size_t i = 0; i < n; i++)
-        if (!(h.ptr[i] == '.' || (h.ptr[i] >= '0' && h.ptr[i] <= '9')))
-            numeric = false;
-    if (numeric || n >= cap)
+    if (n >= cap)
         n = 0;
     memcpy(out, h.ptr, n);
     out[n] = 0;

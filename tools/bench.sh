@@ -8,9 +8,15 @@ B=build/bench; rm -rf "$B"; mkdir -p "$B"
 DUR=${BENCH_DURATION:-10}
 CONNS=${BENCH_CONNECTIONS:-50}
 UP_PORT=19080 NG_PORT=19081 HA_PORT=19082 LM_PORT=19083 LM_STATUS=19183
+NG_TLS=19281 HA_TLS=19282 LM_TLS=19283 # the same three proxies' HTTPS listeners
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+
+# one certificate for all three: ECDSA P-256 (TLS 1.3 only, no resumption: see the TLS section)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$B/tls.key" -out "$B/tls.crt" \
+  -days 7 -subj /CN=bench.limen -addext subjectAltName=DNS:bench.limen 2>/dev/null
+cat "$B/tls.crt" "$B/tls.key" >"$B/tls.pem"
 
 cat >"$B/upstream.conf" <<NG
 worker_processes 1; daemon off; pid $PWD/$B/up.pid; error_log $PWD/$B/up-error.log;
@@ -25,6 +31,10 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NG_PORT;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
+  server { listen 127.0.0.1:$NG_TLS ssl; ssl_certificate $PWD/$B/tls.crt; ssl_certificate_key $PWD/$B/tls.key;
+    ssl_protocols TLSv1.3;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 NG
@@ -41,6 +51,7 @@ defaults
   option forwardfor
 frontend fe
   bind 127.0.0.1:$HA_PORT
+  bind 127.0.0.1:$HA_TLS ssl crt $PWD/$B/tls.pem ssl-min-ver TLSv1.3
   default_backend be
 backend be
   server up 127.0.0.1:$UP_PORT
@@ -59,6 +70,7 @@ nginx -c "$PWD/$B/upstream.conf" -p "$PWD/$B" & PIDS+=($!)
 nginx -c "$PWD/$B/nginx.conf" -p "$PWD/$B" & PIDS+=($!)
 haproxy -f "$B/haproxy.cfg" -db >"$B/haproxy.log" 2>&1 & PIDS+=($!); HA_PID=$!
 bin/limen-dataplane --config "$B/limen.yaml" --workers 1 --proxy-listen 127.0.0.1:$LM_PORT \
+  --proxy-listen "127.0.0.1:$LM_TLS ssl" --ssl-cert "$B/tls.crt" --ssl-cert-key "$B/tls.key" --ssl-protocols TLSv1.3 \
   --admin-listen "unix:$PWD/$B/admin.sock" --status-listen 127.0.0.1:$LM_STATUS --state-dir "$B/state" \
   --log-level warn >"$B/limen.log" 2>&1 & PIDS+=($!); LM_PID=$!
 sleep 1
@@ -74,7 +86,7 @@ run() { # name port pid round [wrk options...] -> one line in $B/results.txt
   local name=$1 port=$2 pid=$3 round=$4
   shift 4
   local t0; t0=$(cpu_ticks "$pid")
-  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "http://127.0.0.1:$port/" >"$B/wrk-$name.txt"
+  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "${SCHEME:-http}://127.0.0.1:$port/" >"$B/wrk-$name.txt"
   local t1; t1=$(cpu_ticks "$pid")
   local reqs rps p99 errs
   reqs=$(awk '/requests in/ {print $1}' "$B/wrk-$name.txt")
@@ -111,6 +123,38 @@ for name in ("nginx", "haproxy", "limen"):
 l, n, h = med["limen"], med["nginx"], med["haproxy"]
 print(f"limen CPU/request: {l[1]/n[1]:.2f}x nginx (target <= 0.85), {l[1]/h[1]:.2f}x haproxy; "
       f"req/s: {l[0]/n[0]:.2f}x nginx, {l[0]/h[0]:.2f}x haproxy")
+PY
+
+echo
+echo "== TLS: the same three proxies on HTTPS listeners: one ECDSA P-256 certificate, TLS 1.3 only, wrk never resumes =="
+for v in nginx:$NG_TLS haproxy:$HA_TLS limen:$LM_TLS; do # what each one negotiates with a default client
+  printf '  %-8s %s\n' "${v%%:*}" "$(openssl s_client -connect "127.0.0.1:${v##*:}" -servername bench.limen </dev/null 2>/dev/null |
+    awk '/^New,/ {sub(/^New, /, ""); c=$0} /Server Temp Key/ {sub(/^Server Temp Key: /, ""); k=$0} END {print c ", " k}')"
+  curl -skf "https://127.0.0.1:${v##*:}/" >/dev/null || { echo "${v%%:*} does not answer over TLS"; exit 1; }
+  SCHEME=https wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:${v##*:}/" >/dev/null
+done
+: >"$B/results.txt"
+echo "handshakes: a new TLS connection per request (Connection: close); keep-alive: HTTPS requests on $CONNS connections"
+for round in $(seq "$ROUNDS"); do
+  SCHEME=https run nginx.hs $NG_TLS "$NG_PID" "$round" -H "Connection: close"
+  SCHEME=https run haproxy.hs $HA_TLS "$HA_PID" "$round" -H "Connection: close"
+  SCHEME=https run limen.hs $LM_TLS "$LM_PID" "$round" -H "Connection: close"
+  SCHEME=https run nginx.ka $NG_TLS "$NG_PID" "$round"
+  SCHEME=https run haproxy.ka $HA_TLS "$HA_PID" "$round"
+  SCHEME=https run limen.ka $LM_TLS "$LM_PID" "$round"
+done
+python3 - "$B/results.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for kind, unit, what in (("hs", "handshakes/s", "handshake"), ("ka", "req/s", "request")):
+    med = {}
+    for name in ("nginx", "haproxy", "limen"):
+        r = [x for x in rows if x[0] == f"{name}.{kind}"]
+        med[name] = (statistics.median(float(x[1]) for x in r), statistics.median(float(x[3]) for x in r))
+        print(f"{name:8s} {kind}  median {med[name][0]:10.0f} {unit:12s} {med[name][1]:7.2f} us CPU/{what}")
+    l, n, h = med["limen"], med["nginx"], med["haproxy"]
+    print(f"limen TLS {'handshakes' if kind == 'hs' else 'keep-alive'}: {unit} {l[0]/n[0]:.2f}x nginx, {l[0]/h[0]:.2f}x haproxy; "
+          f"CPU/{what} {l[1]/n[1]:.2f}x nginx, {l[1]/h[1]:.2f}x haproxy (target: nginx's figures or better)")
 PY
 
 echo
