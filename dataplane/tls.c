@@ -548,7 +548,8 @@ static int lm__servername_cb(SSL *s, int *ad, void *arg)
         snprintf(t->sni, sizeof(t->sni), "%s", name);
     const lm_tls_store_t *st = w && w->cur ? w->cur->snap->tls : NULL;
     SSL_CTX *ctx = lm_tls_store_pick(st, name);
-    if (ctx != SSL_get_SSL_CTX(s))
+    /* the base context already holds the default certificate: no switch for it */
+    if (ctx != SSL_get_SSL_CTX(s) && !(ctx == lm__tls.fallback && SSL_get_SSL_CTX(s) == lm__tls.base))
         SSL_set_SSL_CTX(s, ctx);
     return SSL_TLSEXT_ERR_OK;
 }
