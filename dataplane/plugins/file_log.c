@@ -21,9 +21,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-typedef struct {
-    lm_logq_t *q;
-} lm__conf_t;
+typedef lm_logq_ref_t lm__conf_t;
 
 typedef struct {
     char *path;
@@ -113,15 +111,6 @@ static int lm__configure(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **ou
     return LM_OK;
 }
 
-static void lm__log(lm_ctx_t *ctx, const void *conf)
-{
-    const lm__conf_t *c = conf;
-    size_t n;
-    char *rec = lm_log_serialize(ctx, &n);
-    lm_logq_push(c->q, rec, n);
-    free(rec);
-}
-
 const lm_plugin_ops_t lm_plugin_file_log = {
     .abi_version = LM_PLUGIN_ABI_VERSION,
     .name = "file-log",
@@ -129,5 +118,5 @@ const lm_plugin_ops_t lm_plugin_file_log = {
     .schema = lm__fields,
     .configure = lm__configure,
     .header_filter = lm_log_keep_response_headers,
-    .log = lm__log,
+    .log = lm_log_to_queue,
 };

@@ -27,9 +27,7 @@
 static const char *const lm__methods[] = { "POST", "PUT", "PATCH", NULL };
 static const char *const lm__ctypes[] = { "application/json", "application/json; charset=utf-8", NULL };
 
-typedef struct {
-    lm_logq_t *q;
-} lm__conf_t;
+typedef lm_logq_ref_t lm__conf_t;
 
 typedef struct {
     lm_logq_http_t *http;
@@ -119,15 +117,6 @@ static int lm__configure(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **ou
     return LM_OK;
 }
 
-static void lm__log(lm_ctx_t *ctx, const void *conf)
-{
-    const lm__conf_t *c = conf;
-    size_t n;
-    char *rec = lm_log_serialize(ctx, &n);
-    lm_logq_push(c->q, rec, n);
-    free(rec);
-}
-
 const lm_plugin_ops_t lm_plugin_http_log = {
     .abi_version = LM_PLUGIN_ABI_VERSION,
     .name = "http-log",
@@ -135,5 +124,5 @@ const lm_plugin_ops_t lm_plugin_http_log = {
     .schema = lm__fields,
     .configure = lm__configure,
     .header_filter = lm_log_keep_response_headers,
-    .log = lm__log,
+    .log = lm_log_to_queue,
 };

@@ -79,6 +79,12 @@ void lm_logq_metrics_render(lm_buf_t *out);
 int lm_log_keep_response_headers(lm_ctx_t *ctx, const void *conf);
 /* The record as JSON text (malloc'd: the caller frees it). */
 char *lm_log_serialize(lm_ctx_t *ctx, size_t *len);
+/* A compiled config that is only its queue; lm_log_to_queue is the log
+ * phase of the plugins that send every record to it (file, tcp, udp, http). */
+typedef struct {
+    lm_logq_t *q;
+} lm_logq_ref_t;
+void lm_log_to_queue(lm_ctx_t *ctx, const void *conf);
 /* custom_fields_by_lua set: the configure error Kong's plugins cannot give here */
 int lm_log_check_unsupported(lm_plugin_cfg_ctx_t *cc, const cJSON *config);
 

@@ -543,3 +543,12 @@ void lm_logq_conn_close(lm_logq_conn_t *c)
     c->fd = -1;
 }
 
+
+void lm_log_to_queue(lm_ctx_t *ctx, const void *conf)
+{
+    const lm_logq_ref_t *c = conf;
+    size_t n;
+    char *rec = lm_log_serialize(ctx, &n);
+    lm_logq_push(c->q, rec, n);
+    free(rec);
+}
