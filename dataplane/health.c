@@ -1,5 +1,6 @@
 /* health.c - see lm_health.h */
 #include "lm_health.h"
+#include "lm_tls.h"
 #include "lm_balancer.h"
 #include "lm_log.h"
 #include "lm_map.h"
@@ -140,6 +141,12 @@ static void lm__side(lm_hc_side_t *s, const cJSON *o, bool active)
     lm__statuses(s->unhealthy_statuses, o, "unhealthy", active ? lm__act_unhealthy : lm__pas_unhealthy);
     const cJSON *t = lm__get(o, "type", NULL);
     s->type = t && cJSON_IsString(t) && strcmp(t->valuestring, "tcp") == 0 ? LM_HC_TCP : LM_HC_HTTP;
+    if (active && t && cJSON_IsString(t) && strcmp(t->valuestring, "https") == 0)
+        s->type = LM_HC_HTTPS;
+    const cJSON *v = lm__get(o, "https_verify_certificate", NULL);
+    s->https_verify = !v || !cJSON_IsFalse(v);
+    const cJSON *sni = lm__get(o, "https_sni", NULL);
+    s->https_sni = sni && cJSON_IsString(sni) ? sni->valuestring : NULL; /* lives with the document */
 }
 
 int lm_hc_conf_compile(lm_hc_conf_t *c, const lm_upstream_t *up, lm_arena_t *a, lm_config_errors_t *errs)
@@ -171,10 +178,8 @@ int lm_hc_conf_compile(lm_hc_conf_t *c, const lm_upstream_t *up, lm_arena_t *a, 
 
     const cJSON *t = lm__get(act, "type", NULL);
     if (c->active && t && cJSON_IsString(t) && strcmp(t->valuestring, "http") != 0 &&
-        strcmp(t->valuestring, "tcp") != 0)
-        LM__ERR("active.type",
-                "active health checks of type '%s' are not supported yet (they come with upstream TLS and "
-                "gRPC): use 'http' or 'tcp'",
+        strcmp(t->valuestring, "tcp") != 0 && strcmp(t->valuestring, "https") != 0)
+        LM__ERR("active.type", "active health checks of type '%s' are not supported yet: use 'http', 'https' or 'tcp'",
                 t->valuestring);
     const cJSON *path = lm__get(act, "http_path", NULL);
     c->act.http_path = "/";
@@ -320,6 +325,9 @@ typedef struct lm__probe {
     uv_write_t wreq;
     char *req;
     size_t req_len;
+    lm_tls_t tls;            /* https probes */
+    bool tls_on, sent;
+    char cbuf[4096];         /* ciphertext just read */
     char buf[256];
     size_t len;
     int handles;
@@ -357,6 +365,8 @@ static void lm__probe_free(lm__probe_t *pr)
     lm__checker_t *ck = pr->ck;
     pr->peer->state->probing = false;
     lm_snapshot_unref(pr->snap);
+    if (pr->tls_on)
+        lm_tls_free(&pr->tls); /* and the probe's own context with it */
     free(pr->req);
     free(pr);
     (void)ck;
@@ -446,6 +456,54 @@ static void lm__probe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
 }
 
+/* https: ciphertext in, status line out */
+static void lm__probe_alloc_tls(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    lm__probe_t *pr = h->data;
+    b->base = pr->cbuf;
+    b->len = sizeof(pr->cbuf);
+}
+
+static void lm__probe_written(uv_write_t *w, int status);
+
+static void lm__probe_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    lm__probe_t *pr = s->data;
+    if (pr->done || nread == 0)
+        return;
+    if (nread < 0) {
+        lm__probe_end(pr, pr->sent ? LM_HR_STATUS : LM_HR_TCP, pr->sent ? lm__status_line(pr->buf, pr->len) : 0);
+        return;
+    }
+    lm_tls_feed(&pr->tls, b->base, (size_t)nread);
+    ssize_t n = lm_tls_read(&pr->tls, pr->buf + pr->len, sizeof(pr->buf) - 1 - pr->len);
+    lm_tls_flush(&pr->tls, NULL, (uv_stream_t *)&pr->tcp);
+    if (n == LM_ERROR || (n == 0 && !pr->sent)) { /* a failed handshake (certificate, protocol) counts as TCP */
+        char why[160];
+        lm_log_debug("[healthchecks] %s: TLS: %s", pr->peer->key, lm_tls_error(&pr->tls, why, sizeof(why)));
+        lm__probe_end(pr, LM_HR_TCP, 0);
+        return;
+    }
+    if (pr->tls.established && !pr->sent) {
+        pr->sent = true;
+        uv_buf_t rb = uv_buf_init(pr->req, (unsigned)pr->req_len);
+        pr->wreq.data = pr;
+        if (lm_tls_write(&pr->tls, NULL, (uv_stream_t *)&pr->tcp, &pr->wreq, &rb, 1, lm__probe_written) != LM_OK) {
+            lm__probe_end(pr, LM_HR_TCP, 0);
+            return;
+        }
+    }
+    if (n > 0) {
+        pr->len += (size_t)n;
+        pr->buf[pr->len] = '\0';
+        char *eol = memchr(pr->buf, '\n', pr->len);
+        if (eol || pr->len >= sizeof(pr->buf) - 1)
+            lm__probe_end(pr, LM_HR_STATUS, lm__status_line(pr->buf, eol ? (size_t)(eol - pr->buf) + 1 : pr->len));
+    } else if (n == 0) {
+        lm__probe_end(pr, LM_HR_STATUS, lm__status_line(pr->buf, pr->len));
+    }
+}
+
 static void lm__probe_written(uv_write_t *w, int status)
 {
     lm__probe_t *pr = w->data;
@@ -466,6 +524,32 @@ static void lm__probe_connected(uv_connect_t *c, int status)
     }
     if (pr->bal->hc.act.type == LM_HC_TCP) {
         lm__probe_end(pr, LM_HR_SUCCESS, 0);
+        return;
+    }
+    if (pr->bal->hc.act.type == LM_HC_HTTPS) {
+        const lm_hc_side_t *a = &pr->bal->hc.act;
+        const lm_bal_target_t *t = &pr->bal->targets[pr->peer->target];
+        const char *sni = a->https_sni ? a->https_sni : t->t->host;
+        bool numeric = strspn(sni, "0123456789.") == strlen(sni) || strchr(sni, ':');
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx) {
+            lm__probe_end(pr, LM_HR_TCP, 0);
+            return;
+        }
+        SSL_CTX_set_verify(ctx, a->https_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+        if (a->https_verify)
+            SSL_CTX_set_default_verify_paths(ctx);
+        int rc = lm_tls_connect(&pr->tls, ctx, numeric ? NULL : sni, a->https_verify && !numeric, NULL);
+        SSL_CTX_free(ctx); /* the SSL holds its own reference */
+        if (rc != LM_OK) {
+            lm__probe_end(pr, LM_HR_TCP, 0);
+            return;
+        }
+        pr->tls_on = true;
+        lm_tls_read(&pr->tls, pr->buf, 0); /* the ClientHello */
+        if (lm_tls_flush(&pr->tls, NULL, (uv_stream_t *)&pr->tcp) != LM_OK ||
+            uv_read_start((uv_stream_t *)&pr->tcp, lm__probe_alloc_tls, lm__probe_read_tls) < 0)
+            lm__probe_end(pr, LM_HR_TCP, 0);
         return;
     }
     uv_buf_t b = uv_buf_init(pr->req, (unsigned)pr->req_len);

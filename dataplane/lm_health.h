@@ -34,11 +34,13 @@
 
 #define LM_HEALTH_COOLDOWN_MS 10000 /* passive ejection without active probes (nginx's fail_timeout) */
 
-enum { LM_HC_HTTP, LM_HC_TCP };
+enum { LM_HC_HTTP, LM_HC_TCP, LM_HC_HTTPS };
 
 /* One side (active or passive) of Kong's upstream.healthchecks, with defaults. */
 typedef struct {
-    int type;                  /* LM_HC_HTTP or LM_HC_TCP (passive "https"/"grpc"/"grpcs" count as http) */
+    int type;                  /* LM_HC_HTTP, _TCP or _HTTPS (passive "https"/"grpc"/"grpcs" count as http) */
+    const char *https_sni;     /* active https: the SNI (default: the target's host name) */
+    bool https_verify;         /* active https: verify the certificate (default true) */
     uint32_t timeout_ms;       /* active: default 1 s */
     int concurrency;           /* active: default 10 */
     const char *http_path;     /* active: default "/" */

@@ -246,7 +246,8 @@ uint64_t lm_worker_random(lm_worker_t *w);
  * takes everything, cb runs later in this loop iteration (from d) and libuv
  * never touches epoll for it - a plain uv_write re-arms epoll after every
  * completed write. Otherwise the rest is queued with uv_write(req). cb gets
- * the same status uv_write would give. Returns uv_write's result.
+ * the same status uv_write would give. Returns uv_write's result. w NULL
+ * (not on a worker loop): a plain uv_write.
  */
 int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n,
                     uv_write_cb cb);

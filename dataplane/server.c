@@ -144,6 +144,8 @@ void lm_worker_defer_close(lm_worker_t *w)
 int lm_stream_write(lm_worker_t *w, uv_stream_t *s, uv_write_t *req, lm_defer_t *d, uv_buf_t *bufs, unsigned n,
                     uv_write_cb cb)
 {
+    if (!w) /* not on a worker (health probes on the control loop): a plain write */
+        return uv_write(req, s, bufs, n, cb);
     if (s->write_queue_size == 0) {
         int rc = uv_try_write(s, bufs, n);
         if (rc >= 0) {

@@ -241,12 +241,12 @@ def test_bad_healthcheck_fields_are_refused_with_their_path(limen_factory, ups):
     assert paths["upstreams[0].healthchecks.active.timeout"] == "expected a number"
     # checked when the configuration is compiled (after the document is valid)
     paths = errors("""    active:
-      type: https
+      type: grpc
       http_path: health
       headers: {x-token: secret}
       healthy: {interval: 5}
 """)
-    assert "https" in paths["upstreams[0].healthchecks.active.type"]
+    assert "'grpc' are not supported yet" in paths["upstreams[0].healthchecks.active.type"]
     assert paths["upstreams[0].healthchecks.active.http_path"] == "should start with: /"
     assert paths["upstreams[0].healthchecks.active.headers.x-token"] == "expected an array"
     assert l.request("GET", "/echo")[0] == 200  # the old config keeps serving
@@ -277,3 +277,44 @@ def test_set_target_health_without_health_checks_is_refused(limen_factory, ups):
     l = limen_factory(config([a])).start()
     st, body = l.admin_json("POST", f"/upstreams/up/targets/{a.host}:{a.port}/unhealthy")
     assert st == 400 and body["message"] == "no healthchecker found for up"
+
+
+def test_active_https_checks(limen_factory, ups, tmp_path):
+    """type https: a TLS probe; with https_verify_certificate a self-signed target fails (counted as a TCP
+    failure), without it the same target is healthy; a plain-HTTP target fails the handshake."""
+    from tlsutil import Certs, TLSUpstream
+    certs = Certs()
+    tls_up = TLSUpstream(*certs.leaf("localhost", ["localhost"], self_signed=True)).start()
+    (plain,) = ups(Upstream)
+    try:
+        targets = f'  - {{target: "127.0.0.1:{tls_up.port}"}}\n  - {{target: "{plain.host}:{plain.port}"}}\n'
+
+        def doc(verify):
+            return f"""_format_version: "3.0"
+services:
+- name: s
+  host: up
+  protocol: https
+  routes: [{{name: r, paths: ["/"]}}]
+upstreams:
+- name: up
+  healthchecks:
+    active:
+      type: https
+      https_verify_certificate: {str(verify).lower()}
+      https_sni: localhost
+      http_path: /ping
+      timeout: 1
+      healthy: {{interval: 0.2, successes: 1}}
+      unhealthy: {{interval: 0.2, tcp_failures: 1, http_failures: 1, timeouts: 1}}
+  targets:
+{targets}"""
+        l = limen_factory(doc(False)).start()
+        tk, pk = f"127.0.0.1:{tls_up.port}", f"{plain.host}:{plain.port}"
+        wait_until(lambda: health(l) == {tk: "HEALTHY", pk: "UNHEALTHY"}, timeout=5, what="https probe results")
+        assert tls_up.snis and tls_up.snis[-1] == "localhost"  # https_sni
+        st, body = l.admin_json("POST", "/config", doc(True))
+        assert st == 201, body
+        wait_until(lambda: health(l)[tk] == "UNHEALTHY", timeout=5, what="self-signed refused when verifying")
+    finally:
+        tls_up.stop()
