@@ -202,7 +202,7 @@ LM_TEST(test_state_survives_snapshots)
 LM_TEST(test_healthcheck_config_errors)
 {
     const char *doc = "_format_version: \"3.0\"\nupstreams:\n- name: up\n  healthchecks:\n    active:\n"
-                      "      type: https\n      http_path: status\n      headers: {x-a: one}\n"
+                      "      type: grpc\n      http_path: status\n      headers: {x-a: one}\n"
                       "      healthy: {interval: 5}\n";
     lm_config_errors_t errs;
     lm_config_errors_init(&errs);

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -283,14 +284,20 @@ class Limen:
             self.env.update(env)
         self.proc = None
 
-    def start(self, wait=True):
+    def start(self, wait=True, _tries=3):
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             deadline = time.time() + 15
             while time.time() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("limen exited: " + self.read_log())
+                    log = self.read_log()
+                    busy = re.search(r"127\.0\.0\.1:(\d+):? [^\n]*?address already in use", log, re.I)
+                    if busy and _tries > 1:  # free_port() raced with another process: new ports, again
+                        self._replace_port(int(busy.group(1)))
+                        self.log.close()
+                        return self.start(wait, _tries - 1)
+                    raise RuntimeError("limen exited: " + log)
                 try:
                     if self.status()["configuration_hash"] is not None:
                         return self
@@ -298,6 +305,13 @@ class Limen:
                     time.sleep(0.05)
             raise RuntimeError("limen did not start: " + self.read_log())
         return self
+
+    def _replace_port(self, old):
+        new = free_port()
+        self.args = [x.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}") for x in self.args]
+        for k, v in list(vars(self).items()):  # port, status_port, tls_port, ...
+            if v == old and k.endswith("port"):
+                setattr(self, k, new)
 
     def read_log(self):
         try:
