@@ -483,3 +483,33 @@ def test_invalid_stream_routes_refused_with_paths(stream_limen, ups):
     assert errs[("nothing", f"{r}[4]")].startswith("must set one of 'sources', 'destinations', 'snis'")
     assert errs[("empty-endpoint", f"{r}[5].sources[0]")].startswith("at least one of these fields")
     assert errs[("mixed", f"{r}[6].protocols")].startswith("these sets are mutually exclusive")
+
+
+def test_idle_timeout_and_abrupt_clients(stream_limen, ups, certs):
+    a = ups("A")
+    l = stream_limen(lambda ports: doc([
+        svc("s", a.port, [{"name": "r", "protocols": ["tcp"], "destinations": [{"port": ports[0]}]}],
+            read_timeout=600, write_timeout=600),
+        svc("t", a.port, [{"name": "rt", "protocols": ["tls"], "snis": ["a.test"]}]),
+    ], certificates=[cert_entity(certs.a, ["a.test"])]), streams=("plain", "ssl"))
+    plain, tls = l.stream_ports
+    s = connect(plain)
+    assert recv_line(s) == b"A\n"
+    t0 = time.time()
+    assert closed_without_data(s, timeout=5)  # read_timeout without traffic ends the tunnel
+    assert 0.4 < time.time() - t0 < 3
+    s.close()
+    # resets, half-sent hellos, clients gone mid-handshake: nothing leaks (checked at stop)
+    for i in range(30):
+        s = connect(plain if i % 2 else tls)
+        if i % 3 == 0:
+            s.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
+        elif i % 3 == 1:
+            s.sendall(b"x" * 1000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST
+    socks = [tls_connect(tls, "a.test", ca=certs.ca) for _ in range(5)]
+    for s in socks:
+        assert recv_line(s) == b"A\n"
+        s.close()
+    assert greeting(plain) == "A"
