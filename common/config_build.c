@@ -403,15 +403,18 @@ static void lm__route_headers(lm__b_t *b, const lm__ent_t *e, lm_route_t *r)
     }
 }
 
-static void lm__route_endpoints(lm__b_t *b, const lm__ent_t *e, const char *key)
+static lm_route_endpoint_t *lm__route_endpoints(lm__b_t *b, const lm__ent_t *e, const char *key, size_t *count)
 {
+    *count = 0;
     const cJSON *arr = lm__fget(e->obj, key);
     if (arr == NULL)
-        return;
+        return NULL;
     if (!cJSON_IsArray(arr)) {
         lm__ferr(b, e, key, "expected a set");
-        return;
+        return NULL;
     }
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    lm_route_endpoint_t *out = lm_arena_calloc(b->a, (n ? n : 1) * sizeof(*out));
     size_t i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
@@ -421,36 +424,53 @@ static void lm__route_endpoints(lm__b_t *b, const lm__ent_t *e, const char *key)
             continue;
         }
         const cJSON *ip = lm__fget(it, "ip"), *port = lm__fget(it, "port"), *k;
+        bool ok = true;
         cJSON_ArrayForEach(k, it) {
-            if (strcmp(k->string, "ip") != 0 && strcmp(k->string, "port") != 0)
+            if (strcmp(k->string, "ip") != 0 && strcmp(k->string, "port") != 0) {
                 lm__ferr(b, e, lm_arena_sprintf(b->tmp, "%s.%s", field, k->string),
                          "unknown field");
+                ok = false;
+            }
         }
-        if (ip == NULL && port == NULL)
+        if (ip == NULL && port == NULL) {
             lm__ferr(b, e, field, "at least one of these fields must be non-empty: 'ip', 'port'");
+            ok = false;
+        }
         if (ip) {
             char *ipf = lm_arena_sprintf(b->tmp, "%s.ip", field);
             if (!cJSON_IsString(ip)) {
                 lm__ferr(b, e, ipf, "expected a string");
+                ok = false;
             } else {
                 char tmp[64];
                 snprintf(tmp, sizeof(tmp), "%s", ip->valuestring);
                 char *slash = strchr(tmp, '/');
-                bool ok = true;
+                bool good = strlen(ip->valuestring) < sizeof(tmp);
                 if (slash) {
                     *slash = '\0';
                     char *end;
                     long bits = strtol(slash + 1, &end, 10);
-                    ok = slash[1] && *end == '\0' && bits >= 0 && bits <= 128;
+                    good = good && slash[1] && *end == '\0' && bits >= 0 &&
+                           bits <= (strchr(tmp, ':') ? 128 : 32);
                 }
-                if (!ok || !lm__is_ip(tmp))
+                if (!good || !lm__is_ip(tmp)) {
                     lm__ferr(b, e, ipf, "invalid ip or cidr range: '%s'", ip->valuestring);
+                    ok = false;
+                }
             }
         }
-        if (port && (!lm__is_integer(port) || port->valuedouble < 0 || port->valuedouble > 65535))
+        if (port && (!lm__is_integer(port) || port->valuedouble < 0 || port->valuedouble > 65535)) {
             lm__ferr(b, e, lm_arena_sprintf(b->tmp, "%s.port", field),
                      "value should be between 0 and 65535");
+            ok = false;
+        }
+        if (ok) {
+            lm_route_endpoint_t *ep = &out[(*count)++];
+            ep->ip = ip ? lm_arena_strdup(b->a, ip->valuestring) : NULL;
+            ep->port = port ? (int)port->valuedouble : -1;
+        }
     }
+    return out;
 }
 
 /* Kong's per-protocol route subschemas */
@@ -571,8 +591,8 @@ static void lm__build_route(lm__b_t *b, const cJSON *item, const char *path, voi
             lm__ferr(b, &e, field, "%s", err);
         }
     }
-    lm__route_endpoints(b, &e, "sources");
-    lm__route_endpoints(b, &e, "destinations");
+    r->sources = lm__route_endpoints(b, &e, "sources", &r->num_sources);
+    r->destinations = lm__route_endpoints(b, &e, "destinations", &r->num_destinations);
 
     long long v;
     lm__get_int(b, &e, "https_redirect_status_code", 426, LLONG_MIN, LLONG_MAX, &v);

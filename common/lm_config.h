@@ -76,6 +76,12 @@ typedef struct lm_service lm_service_t;
 typedef struct lm_route lm_route_t;
 typedef struct lm_consumer lm_consumer_t;
 
+/* A stream route's source or destination: Kong's {ip, port}, at least one set. */
+typedef struct {
+    char *ip;      /* address or CIDR ("10.0.0.0/8", "::1"), as given; NULL: any address */
+    int port;      /* 0..65535; -1: any port */
+} lm_route_endpoint_t;
+
 typedef struct {
     char *name;    /* lower-cased */
     char **values; /* values[0..num_values) ; a value starting with "~*" is a regex */
@@ -118,7 +124,8 @@ struct lm_route {
                                                it holds a byte outside [A-Za-z0-9._~/%-] */
     lm_route_header_t *headers; size_t num_headers;
     char **snis; size_t num_snis;
-    char **sources_dests_unused; /* stream routes: parsed, not yet used */
+    lm_route_endpoint_t *sources; size_t num_sources;           /* stream routes: the client's address */
+    lm_route_endpoint_t *destinations; size_t num_destinations; /* the local address it connected to */
     int https_redirect_status_code; /* default 426 */
     int regex_priority;             /* default 0 */
     bool strip_path;                /* default true */

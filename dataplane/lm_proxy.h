@@ -87,6 +87,12 @@ struct lm_worker {
     char date[40];                    /* cached Date header value, refreshed each second */
     char tls_in[16384];               /* ciphertext read from a TLS socket, fed at once to its session */
     uint64_t date_ms;
+    /* streams (stream.c, lm_stream.h) */
+    uv_tcp_t stream_listeners[LM_MAX_LISTEN];
+    int stream_fds[LM_MAX_LISTEN];    /* bound sockets until the worker opens them */
+    size_t num_stream_listeners;
+    struct lm_tunnel *tunnels;        /* every stream connection (doubly linked) */
+    size_t num_tunnels;
 };
 
 struct lm_server {
@@ -100,6 +106,8 @@ struct lm_server {
     char *listen_addr[LM_MAX_LISTEN]; /* proxy_listen[i] without its flags */
     bool listen_ssl[LM_MAX_LISTEN];   /* "ssl": TLS on that listener */
     bool listen_http2[LM_MAX_LISTEN]; /* "http2": ALPN h2 (TLS) or the cleartext preface */
+    char *stream_addr[LM_MAX_LISTEN]; /* stream_listen[i] without its flags */
+    bool stream_ssl[LM_MAX_LISTEN];   /* "ssl": tls and tls_passthrough routes there */
     uv_timer_t ticket_timer;          /* rotates the session-ticket keys */
     void *admin;  /* admin/status servers (admin.c) */
     bool stopping;

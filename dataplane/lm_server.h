@@ -14,6 +14,8 @@
 typedef struct {
     const char *proxy_listen[LM_MAX_LISTEN]; /* "ADDR:PORT [ssl]" (IPv6 as "[::]:8000") */
     size_t num_proxy_listen;
+    const char *stream_listen[LM_MAX_LISTEN]; /* "ADDR:PORT [ssl]": L4 stream routes; none by default */
+    size_t num_stream_listen;
     const char *admin_listen;  /* "unix:/path/admin.sock" (default) or "127.0.0.1:8001" */
     const char *admin_token;   /* required for a TCP admin listener not on loopback */
     const char *status_listen; /* "127.0.0.1:8100" (default) or "off" */

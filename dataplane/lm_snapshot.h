@@ -25,7 +25,7 @@
 
 #define LM_SVC_MAX_ADDRS 64
 
-typedef struct {
+typedef struct lm_svc_rt {
     const lm_service_t *svc;
     const char *label;     /* name, else id, else "service-<index>": for logs and metrics */
     lm_str_t path;         /* service path, "/" when unset */
@@ -34,7 +34,8 @@ typedef struct {
     size_t num_peers;
     const char *resolve_error; /* non-NULL when nothing could be resolved: 503 */
     bool unsupported_protocol; /* a protocol HTTP routes cannot proxy to (tcp, tls, ...): 502 */
-    struct ssl_ctx_st *tls;    /* protocol https: the client context (lm_tls_client_ctx), else NULL */
+    struct ssl_ctx_st *tls;    /* protocol https, grpcs (and tls, for streams): the client context
+                                  (lm_tls_client_ctx), else NULL */
     char tls_id[17];           /* its content id (upstream pools are keyed by it) */
     bool h2;                   /* protocol grpc/grpcs: HTTP/2 to the upstream */
 } lm_svc_rt_t;
@@ -53,6 +54,7 @@ typedef struct lm_snapshot {
     lm_config_t *cfg;
     lm_router_t *router;
     struct lm_tls_store *tls;  /* certificates by SNI (lm_tls.h) */
+    struct lm_stream_router *stream; /* tcp/tls/tls_passthrough routes (lm_stream.h) */
     lm_svc_rt_t *services; size_t num_services;
     lm_route_rt_t *routes; size_t num_routes;  /* indexed by lm_route_t.index */
     lm_balancer_t **balancers; size_t num_balancers; /* upstreams first (lm_upstream_t.index), then services' own */

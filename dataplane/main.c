@@ -13,8 +13,8 @@
 static const char lm__usage[] =
     "Usage: limen-dataplane [options]\n"
     "\n"
-    "Limen's data plane: an HTTP reverse proxy that serves a Kong-format declarative\n"
-    "configuration (kong.yml, _format_version \"3.0\" or \"2.1\") and swaps it live.\n"
+    "Limen's data plane: an HTTP reverse proxy (and a TCP/TLS stream proxy) that serves a\n"
+    "Kong-format declarative configuration (kong.yml, _format_version \"3.0\" or \"2.1\") and swaps it live.\n"
     "\n"
     "Options (each also as an environment variable):\n"
     "  --config FILE           declarative config to serve (LIMEN_CONFIG); SIGHUP reloads it.\n"
@@ -24,6 +24,11 @@ static const char lm__usage[] =
     "                          (LIMEN_PROXY_LISTEN, comma-separated); default 0.0.0.0:8000. ssl: TLS,\n"
     "                          the certificate picked by SNI from the config's certificates/snis;\n"
     "                          http2: HTTP/2 by ALPN (with ssl) or by the cleartext preface\n"
+    "  --stream-listen ADDR    L4 stream listener \"HOST:PORT [ssl]\", repeatable (LIMEN_STREAM_LISTEN,\n"
+    "                          comma-separated); default none. Plain: tcp routes; ssl: the SNI of\n"
+    "                          the ClientHello picks a tls route (terminated, certificate by SNI)\n"
+    "                          or a tls_passthrough route (forwarded as is). Routes match by snis,\n"
+    "                          sources and destinations (ip/CIDR, port), as Kong's stream router\n"
     "  --ssl-cert FILE         default certificate (PEM, chain after the leaf) when no SNI matches\n"
     "                          (LIMEN_SSL_CERT); default: a self-signed one made at start-up\n"
     "  --ssl-cert-key FILE     its private key (LIMEN_SSL_CERT_KEY)\n"
@@ -132,7 +137,7 @@ int main(int argc, char **argv)
     lm_server_opts_t o;
     lm_server_opts_init(&o);
     const char *v;
-    static char listen_env[4096];
+    static char listen_env[4096], stream_env[4096];
     if ((v = getenv("LIMEN_CONFIG")) && *v)
         o.config_path = v;
     if ((v = getenv("LIMEN_PROXY_LISTEN")) && *v) {
@@ -140,6 +145,12 @@ int main(int argc, char **argv)
         for (char *save = NULL, *t = strtok_r(listen_env, ",", &save); t && o.num_proxy_listen < LM_MAX_LISTEN;
              t = strtok_r(NULL, ",", &save))
             o.proxy_listen[o.num_proxy_listen++] = t;
+    }
+    if ((v = getenv("LIMEN_STREAM_LISTEN")) && *v) {
+        snprintf(stream_env, sizeof(stream_env), "%s", v);
+        for (char *save = NULL, *t = strtok_r(stream_env, ",", &save); t && o.num_stream_listen < LM_MAX_LISTEN;
+             t = strtok_r(NULL, ",", &save))
+            o.stream_listen[o.num_stream_listen++] = t;
     }
     if ((v = getenv("LIMEN_ADMIN_LISTEN")) && *v)
         o.admin_listen = v;
@@ -179,7 +190,7 @@ int main(int argc, char **argv)
     if ((v = getenv("LIMEN_LOG_LEVEL")) && *v && lm_log_parse_level(v) >= 0)
         lm_log_set_level((lm_log_level_t)lm_log_parse_level(v));
 
-    bool cli_listen = false;
+    bool cli_listen = false, cli_stream = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -218,6 +229,17 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.proxy_listen[o.num_proxy_listen++] = val;
+        } else if (strcmp(a, "--stream-listen") == 0) {
+            LM_TAKE();
+            if (!cli_stream) {
+                o.num_stream_listen = 0;
+                cli_stream = true;
+            }
+            if (o.num_stream_listen == LM_MAX_LISTEN) {
+                fprintf(stderr, "limen-dataplane: at most %d stream listeners\n", LM_MAX_LISTEN);
+                return 2;
+            }
+            o.stream_listen[o.num_stream_listen++] = val;
         } else if (strcmp(a, "--admin-listen") == 0) {
             LM_TAKE();
             o.admin_listen = val;

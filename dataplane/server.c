@@ -9,6 +9,7 @@
 #include "lm_health.h"
 #include "lm_log.h"
 #include "lm_proxy.h"
+#include "lm_stream.h"
 #include "lm_tls.h"
 #include "lm_h2.h"
 #include "lm_uh2.h"
@@ -202,11 +203,16 @@ static void lm__worker_async(uv_async_t *a)
         w->draining = true;
         for (size_t i = 0; i < w->num_listeners; i++)
             uv_close((uv_handle_t *)&w->listeners[i], lm__handle_noop_close);
+        for (size_t i = 0; i < w->num_stream_listeners; i++)
+            uv_close((uv_handle_t *)&w->stream_listeners[i], lm__handle_noop_close);
         lm_proxy_close_idle(w);
+        lm_stream_close_idle(w); /* open tunnels run on until they end or the drain timeout */
     }
-    if (stop >= 2)
+    if (stop >= 2) {
         lm_proxy_close_all(w);
-    if (w->draining && w->num_conns == 0 && !uv_is_closing((uv_handle_t *)&w->async))
+        lm_stream_close_all(w);
+    }
+    if (w->draining && w->num_conns == 0 && w->num_tunnels == 0 && !uv_is_closing((uv_handle_t *)&w->async))
         lm__worker_finish(w);
 }
 
@@ -228,6 +234,17 @@ static void lm__worker_main(void *arg)
         if (rc != 0)
             lm_log_error("worker %d: listen on %s: %s", w->id, srv->opts.proxy_listen[i], uv_strerror(rc));
         w->num_listeners++;
+    }
+    for (size_t i = 0; i < srv->opts.num_stream_listen; i++) {
+        uv_tcp_t *l = &w->stream_listeners[i];
+        uv_tcp_init(&w->loop, l);
+        l->data = w;
+        int rc = uv_tcp_open(l, w->stream_fds[i]);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)l, 4096, lm_stream_on_connection);
+        if (rc != 0)
+            lm_log_error("worker %d: listen on %s: %s", w->id, srv->opts.stream_listen[i], uv_strerror(rc));
+        w->num_stream_listeners++;
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (w->cur) {
@@ -303,25 +320,26 @@ int lm_parse_hostport(const char *s, struct sockaddr_storage *ss)
     return LM_OK;
 }
 
-/* "ADDR:PORT [ssl] [http2] ..." -> srv->listen_addr / listen_ssl. */
-static int lm__parse_listeners(lm_server_t *srv)
+/* "ADDR:PORT [ssl] [reuseport] [backlog=N]" -> addr[] / ssl[]. */
+static int lm__parse_listen_list(const char *const *specs, size_t n, char **addr, bool *ssl, bool *http2,
+                                 const char *what)
 {
-    for (size_t l = 0; l < srv->opts.num_proxy_listen; l++) {
-        char *copy = strdup(srv->opts.proxy_listen[l]);
+    for (size_t l = 0; l < n; l++) {
+        char *copy = strdup(specs[l]);
         if (!copy)
             abort();
-        char *save = NULL, *addr = strtok_r(copy, " \t", &save);
-        srv->listen_addr[l] = strdup(addr ? addr : "");
+        char *save = NULL, *a = strtok_r(copy, " \t", &save);
+        addr[l] = strdup(a ? a : "");
         for (char *f = strtok_r(NULL, " \t", &save); f; f = strtok_r(NULL, " \t", &save)) {
             if (strcmp(f, "ssl") == 0) {
-                srv->listen_ssl[l] = true;
-            } else if (strcmp(f, "http2") == 0) {
-                srv->listen_http2[l] = true;
+                ssl[l] = true;
+            } else if (strcmp(f, "http2") == 0 && http2) {
+                http2[l] = true;
             } else if (strcmp(f, "reuseport") == 0 || strncmp(f, "backlog=", 8) == 0) {
                 /* Kong's flags that are always on here */
             } else {
-                lm_log_error("proxy listener '%s': unknown flag '%s' (ssl, http2, reuseport, backlog=N)",
-                             srv->opts.proxy_listen[l], f);
+                lm_log_error("%s listener '%s': unknown flag '%s' (ssl,%s reuseport, backlog=N)", what, specs[l], f,
+                             http2 ? " http2," : "");
                 free(copy);
                 return LM_ERROR;
             }
@@ -331,11 +349,21 @@ static int lm__parse_listeners(lm_server_t *srv)
     return LM_OK;
 }
 
+static int lm__parse_listeners(lm_server_t *srv)
+{
+    if (lm__parse_listen_list(srv->opts.proxy_listen, srv->opts.num_proxy_listen, srv->listen_addr, srv->listen_ssl,
+                              srv->listen_http2, "proxy") != LM_OK)
+        return LM_ERROR;
+    return lm__parse_listen_list(srv->opts.stream_listen, srv->opts.num_stream_listen, srv->stream_addr,
+                                 srv->stream_ssl, NULL, "stream");
+}
+
 static void lm__free_listeners(lm_server_t *srv)
 {
     for (size_t l = 0; l < LM_MAX_LISTEN; l++) {
         free(srv->listen_addr[l]);
-        srv->listen_addr[l] = NULL;
+        free(srv->stream_addr[l]);
+        srv->listen_addr[l] = srv->stream_addr[l] = NULL;
     }
 }
 
@@ -843,6 +871,14 @@ int lm_server_run(const lm_server_opts_t *opts)
             }
             w->listen_ports[l] = fd;
         }
+        for (size_t l = 0; l < srv->opts.num_stream_listen; l++) {
+            int fd = lm__bind_reuseport(srv->stream_addr[l], err, sizeof(err));
+            if (fd < 0) {
+                lm_log_error("stream listener: %s", err);
+                goto out_fds;
+            }
+            w->stream_fds[l] = fd;
+        }
     }
     if (lm_admin_start(srv, err, sizeof(err)) != LM_OK) {
         lm_log_error("%s", err);
@@ -886,6 +922,8 @@ int lm_server_run(const lm_server_opts_t *opts)
     uv_unref((uv_handle_t *)&srv->ticket_timer);
     for (size_t l = 0; l < srv->opts.num_proxy_listen; l++)
         lm_log_info("proxy listening on %s (%d workers)", srv->opts.proxy_listen[l], srv->num_workers);
+    for (size_t l = 0; l < srv->opts.num_stream_listen; l++)
+        lm_log_info("stream listening on %s", srv->opts.stream_listen[l]);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&srv->sigterm, lm__close_cb_noop);
@@ -910,6 +948,10 @@ out_fds:
         for (size_t l = 0; l < srv->opts.num_proxy_listen; l++)
             if (srv->workers[i].listen_ports[l] > 0)
                 close(srv->workers[i].listen_ports[l]);
+    for (int i = 0; i < srv->num_workers; i++)
+        for (size_t l = 0; l < srv->opts.num_stream_listen; l++)
+            if (srv->workers[i].stream_fds[l] > 0)
+                close(srv->workers[i].stream_fds[l]);
 out:
     if (srv->current)
         lm_snapshot_unref(srv->current);

@@ -1,5 +1,6 @@
 /* snapshot.c - see lm_snapshot.h */
 #include "lm_snapshot.h"
+#include "lm_stream.h"
 #include "lm_tls.h"
 #include "lm_log.h"
 #include "lm_map.h"
@@ -171,8 +172,10 @@ static void lm__compile_service(lm_snapshot_t *s, lm_map_t *cache, const lm_map_
     rt->path = lm_str(svc->path ? svc->path : "/");
     int default_port = 80;
     rt->h2 = strcmp(svc->protocol, "grpc") == 0 || strcmp(svc->protocol, "grpcs") == 0;
-    if (strcmp(svc->protocol, "https") == 0 || strcmp(svc->protocol, "grpcs") == 0) {
+    bool stream_tls = strcmp(svc->protocol, "tls") == 0; /* a stream service that re-encrypts */
+    if (strcmp(svc->protocol, "https") == 0 || strcmp(svc->protocol, "grpcs") == 0 || stream_tls) {
         default_port = 443;
+        rt->unsupported_protocol = stream_tls;
         char err[256] = "";
         rt->tls = lm_tls_client_ctx(s->cfg, svc, rt->tls_id, err, sizeof(err));
         if (!rt->tls)
@@ -270,6 +273,12 @@ lm_snapshot_t *lm_snapshot_compile(lm_config_t *cfg, lm_config_errors_t *errs)
     if (!s->tls) {
         if (!errs->count)
             lm_config_errors_add(errs, "certificates", "certificate", NULL, NULL, "%s", terr);
+        lm_snapshot_unref(s);
+        return NULL;
+    }
+
+    s->stream = lm_stream_router_build(cfg, s->services, s->arena, errs);
+    if (!s->stream) {
         lm_snapshot_unref(s);
         return NULL;
     }
