@@ -98,17 +98,7 @@ static const lm_logq_kind_t lm__kind = { "file-log", lm__send, lm__sink_new, lm_
 
 static int lm__configure(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **out)
 {
-    if (lm_log_check_unsupported(cc, config) != LM_OK)
-        return LM_ERROR;
-    lm__conf_t *c = lm_arena_calloc(cc->arena, sizeof(*c));
-    lm_logq_conf_t qc;
-    lm_logq_conf_default(&qc);
-    qc.max_batch_size = 100;
-    qc.max_coalescing_delay = 0.01; /* up to 100 records per write under load */
-    qc.max_retry_time = 0;
-    c->q = lm_logq_get(&lm__kind, config, &qc);
-    *out = c;
-    return LM_OK;
+    return lm_log_configure_batched(cc, config, out, &lm__kind);
 }
 
 const lm_plugin_ops_t lm_plugin_file_log = {

@@ -85,6 +85,9 @@ typedef struct {
     lm_logq_t *q;
 } lm_logq_ref_t;
 void lm_log_to_queue(lm_ctx_t *ctx, const void *conf);
+/* The configure of file-, tcp- and udp-log: an lm_logq_ref_t on the queue of
+ * this config, up to 100 records per send, 10 ms coalescing, no retries. */
+int lm_log_configure_batched(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **out, const lm_logq_kind_t *kind);
 /* custom_fields_by_lua set: the configure error Kong's plugins cannot give here */
 int lm_log_check_unsupported(lm_plugin_cfg_ctx_t *cc, const cJSON *config);
 

@@ -552,3 +552,18 @@ void lm_log_to_queue(lm_ctx_t *ctx, const void *conf)
     lm_logq_push(c->q, rec, n);
     free(rec);
 }
+
+int lm_log_configure_batched(lm_plugin_cfg_ctx_t *cc, const cJSON *config, void **out, const lm_logq_kind_t *kind)
+{
+    if (lm_log_check_unsupported(cc, config) != LM_OK)
+        return LM_ERROR;
+    lm_logq_ref_t *c = lm_arena_calloc(cc->arena, sizeof(*c));
+    lm_logq_conf_t qc;
+    lm_logq_conf_default(&qc);
+    qc.max_batch_size = 100;
+    qc.max_coalescing_delay = 0.01; /* up to 100 records per write under load */
+    qc.max_retry_time = 0;
+    c->q = lm_logq_get(kind, config, &qc);
+    *out = c;
+    return LM_OK;
+}
