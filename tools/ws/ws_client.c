@@ -3,11 +3,16 @@
  *   ws_client --url ws[s]://HOST:PORT/PATH [--header "Name: value"]... [--ca FILE | --insecure]
  *             [--host NAME] [--count N] [--size BYTES] [--text] [--idle MS] [--timeout MS]
  * Sends N messages of SIZE random bytes one at a time, checks each echo byte for
- * byte. Prints "handshake STATUS", "echoed N", "closed CODE" / "closed-by-peer".
- * Exit: 0 every echo matched, 2 handshake refused, 3 mismatch, 4 timeout,
- * 5 closed before the exchange ended.
+ * byte, then stays idle --idle MS. One line per event on stdout: "handshake STATUS"
+ * (101, the refusal's status, or 0 when no HTTP response came), "echoed N",
+ * "closed CODE" (the peer's close frame), "closed-by-peer" (closed while idle),
+ * "mismatch ...", "timeout"; details on stderr.
+ * Exit: 0 every echo matched (also when the peer closes during --idle),
+ * 1 usage, 2 handshake refused, 3 mismatch, 4 timeout, 5 connection failed or
+ * closed before the exchange ended.
  */
 #include <libwebsockets.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,14 +24,33 @@ static size_t size = 16;
 static unsigned char *msg, *got, *wire; /* wire: what lws_write masks in place */
 static size_t got_len;
 static long idle_ms, timeout_ms = 20000;
-static struct timespec idle_start;
+static long idle_start;
 static int idling, sent;
+static struct lws_context *ctx;
+static lws_sorted_usec_list_t tick;
 
 static long now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1000L + t.tv_nsec / 1000000;
+}
+
+/* lws_service() blocks until its next scheduled event: this tick bounds that
+ * wait so that main() sees the deadlines and the end promptly */
+static void on_tick(lws_sorted_usec_list_t *s) { lws_sul_schedule(ctx, 0, s, on_tick, 10 * 1000); }
+
+static void exchanged(void)
+{
+    printf("echoed %d\n", echoed);
+    fflush(stdout);
+    result = 0;
+    if (idle_ms > 0) {
+        idling = 1;
+        idle_start = now_ms();
+    } else {
+        done = 1;
+    }
 }
 
 static void fill(void)
@@ -58,13 +82,17 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         printf("handshake 101\n");
         fflush(stdout);
-        lws_set_timer_usecs(wsi, timeout_ms * 1000);
+        if (count <= 0) {
+            exchanged();
+            break;
+        }
         fill();
         lws_callback_on_writable(wsi);
         break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
         unsigned int st = wsi ? lws_http_client_http_response(wsi) : 0;
-        printf("handshake %u %s\n", st, in ? (const char *)in : "");
+        printf("handshake %u\n", st);
+        fprintf(stderr, "ws_client: %s\n", in ? (const char *)in : "connection error");
         result = st ? 2 : 5;
         if (in && strstr((const char *)in, "not 101") && !st)
             result = 2;
@@ -101,16 +129,7 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             }
             echoed++;
             if (echoed == count) {
-                printf("echoed %d\n", echoed);
-                fflush(stdout);
-                result = 0;
-                if (idle_ms > 0) { /* lws_service blocks without events: a timer ends the wait */
-                    idling = 1;
-                    clock_gettime(CLOCK_MONOTONIC, &idle_start);
-                    lws_set_timer_usecs(wsi, idle_ms * 1000);
-                } else {
-                    done = 1;
-                }
+                exchanged();
             } else {
                 fill();
                 lws_callback_on_writable(wsi);
@@ -125,15 +144,6 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             result = 5;
         break;
     }
-    case LWS_CALLBACK_TIMER:
-        if (idling) { /* stayed idle as long as asked: a normal end */
-            idling = 0;
-        } else {
-            printf("timeout\n");
-            result = 4;
-        }
-        done = 1;
-        return -1;
     case LWS_CALLBACK_CLIENT_CLOSED:
         if (done)
             break;
@@ -202,9 +212,11 @@ int main(int argc, char **argv)
     info.protocols = protocols;
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.client_ssl_ca_filepath = ca;
-    struct lws_context *ctx = lws_create_context(&info);
+    signal(SIGPIPE, SIG_IGN);
+    ctx = lws_create_context(&info);
     if (!ctx)
         return 1;
+    on_tick(&tick);
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.context = ctx;
@@ -221,25 +233,21 @@ int main(int argc, char **argv)
                                  LCCSCF_ALLOW_INSECURE;
     }
     if (!lws_client_connect_via_info(&ci)) {
-        printf("handshake 0 connect failed\n");
+        printf("handshake 0\n");
+        fprintf(stderr, "ws_client: connect failed\n");
         lws_context_destroy(ctx);
         return 5;
     }
     long deadline = now_ms() + timeout_ms;
     while (!done && lws_service(ctx, 50) >= 0) {
-        if (idling) {
-            struct timespec t;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            long el = (t.tv_sec - idle_start.tv_sec) * 1000L + (t.tv_nsec - idle_start.tv_nsec) / 1000000;
-            if (el >= idle_ms) { /* stayed idle as long as asked: a normal end */
-                idling = 0;
-                done = 1;
-                break;
-            }
+        if (idling && now_ms() - idle_start >= idle_ms) { /* stayed idle as long as asked */
+            idling = 0;
+            done = 1;
+            break;
         }
         if (now_ms() > deadline) {
             printf("timeout\n");
-            result = echoed == count ? result : 4;
+            result = 4;
             done = 1;
             break;
         }
