@@ -17,17 +17,16 @@
 
 /* ---- headers ------------------------------------------------------------ */
 
-void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n)
+void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n, bool client_cert_hdr)
 {
     r->hdrs_cap = n + 8;
     r->hdrs = lm_arena_alloc(r->arena, r->hdrs_cap * sizeof(*r->hdrs));
     memcpy(r->hdrs, h, n * sizeof(*h));
     r->num_hdrs = n;
     /* what the proxy says about the client certificate is never taken from
-     * the client (plugins do not see these either) */
-    for (size_t i = 0; i < n; i++)
-        if (h[i].name.len >= 20 && strncasecmp(h[i].name.ptr, "X-Client-Cert-", 14) == 0 &&
-            (lm_str_ieq_cstr(h[i].name, "X-Client-Cert-Subject") || lm_str_ieq_cstr(h[i].name, "X-Client-Cert-Verify")))
+     * the client (plugins do not see these either); the parser tells whether any came */
+    for (size_t i = 0; client_cert_hdr && i < n; i++)
+        if (h[i].id == LM_HDR_X_CLIENT_CERT)
             r->hdrs[i].flags |= LM_HDR_F_DELETED;
 }
 

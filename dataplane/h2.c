@@ -509,7 +509,8 @@ static ssize_t lm__h2_submit_head(lm_h2_stream_t *st, const char *p, size_t n)
     size_t lo = 0;
     for (size_t i = 0; i < resp.num_headers; i++) {
         lm_str_t name = headers[i].name;
-        if (lm__h2_hop(name) || name.len > sizeof(lower) - lo ||
+        /* hop-by-hop (the parser flags them, with those Connection names) stay on this side */
+        if ((headers[i].flags & LM_HDR_F_HOP) || name.len > sizeof(lower) - lo ||
             (tunnel && lm_str_ieq_cstr(name, "sec-websocket-accept")))
             continue;
         for (size_t j = 0; j < name.len; j++) /* names are lower-case in HTTP/2 */

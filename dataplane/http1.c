@@ -164,6 +164,8 @@ static uint8_t header_id(const char *p, size_t n)
         }
         break;
     case 18: ID("x-forwarded-prefix", LM_HDR_X_FORWARDED_PREFIX); break;
+    case 20: ID("x-client-cert-verify", LM_HDR_X_CLIENT_CERT); break;
+    case 21: ID("x-client-cert-subject", LM_HDR_X_CLIENT_CERT); break;
     }
 #undef ID
     return LM_HDR_OTHER;
@@ -275,6 +277,7 @@ typedef struct {
     bool conn_named; /* a Connection header was seen */
     bool has_upgrade;
     bool expect_continue;
+    bool client_cert;
 } framing_t;
 
 /* Steps through a comma-separated list; yields OWS-trimmed elements (maybe empty). */
@@ -392,6 +395,9 @@ static int analyze(lm_http_header_t *h, size_t n, framing_t *f, perr_t *e)
             break;
         case LM_HDR_UPGRADE:
             f->has_upgrade = true;
+            break;
+        case LM_HDR_X_CLIENT_CERT:
+            f->client_cert = true;
             break;
         case LM_HDR_EXPECT:
             if (IEQ(h[i].value, "100-continue"))
@@ -631,6 +637,7 @@ int lm_http1_parse_request(const char *buf, size_t len, const lm_http1_limits_t 
     req->keep_alive = req->minor_version == 1 ? !f.close : (f.keep_alive && !f.close);
     req->expect_continue = f.expect_continue && req->minor_version == 1;
     req->upgrade = f.has_upgrade && f.conn_upgrade;
+    req->client_cert_hdr = f.client_cert;
     return (int)(head_end - buf);
 
 again:

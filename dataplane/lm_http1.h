@@ -51,6 +51,7 @@ typedef enum {
     LM_HDR_CONTENT_TYPE,
     LM_HDR_DATE,
     LM_HDR_SERVER,
+    LM_HDR_X_CLIENT_CERT,    /* X-Client-Cert-Subject / X-Client-Cert-Verify: only the proxy sets them */
 } lm_hdr_id_t;
 
 /* lm_http_header_t.flags */
@@ -99,6 +100,7 @@ typedef struct {
     bool keep_alive;         /* HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive" */
     bool expect_continue;    /* Expect: 100-continue */
     bool upgrade;            /* Upgrade header present and Connection names "upgrade" */
+    bool client_cert_hdr;    /* an LM_HDR_X_CLIENT_CERT header came from the client */
 
     /* on LM_ERROR */
     int error_status;        /* 400, 414, 431, 501, 505 */

@@ -296,7 +296,7 @@ void lm_proxy_conn_idle(lm_conn_t *c); /* no stream left: the keep-alive timeout
 
 /* ---- ctx.c (the lm_ctx_* API of lm_plugin.h, over lm_req_t) ---- */
 /* Copies the parsed headers into the request's mutable list. */
-void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n);
+void lm_ctx_init_headers(lm_req_t *r, const lm_http_header_t *h, size_t n, bool client_cert_hdr);
 /* Runs one phase over r->ran (header_filter) or the chain (rewrite/access);
  * LM_OK, LM_PLUGIN_DONE or LM_ERROR. */
 int lm_ctx_run_rewrite(lm_req_t *r, const lm_plugin_chain_t *global);

@@ -460,7 +460,7 @@ static void lm__req_start(lm_conn_t *c, lm_http1_request_t *h, size_t head_len)
     r->npath = h->path;
     r->raw_query = h->query;
     r->content_length = h->body_kind == LM_BODY_LENGTH ? (int64_t)h->content_length : -1;
-    lm_ctx_init_headers(r, h->headers, h->num_headers);
+    lm_ctx_init_headers(r, h->headers, h->num_headers, h->client_cert_hdr);
     r->head_method = lm_str_eq(h->method, LM_STR("HEAD"));
     r->req_body = h->body_kind;
     r->req_left = h->body_kind == LM_BODY_LENGTH ? h->content_length : 0;

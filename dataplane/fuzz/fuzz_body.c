@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *ct = malloc(ct_len ? ct_len : 1);
     memcpy(ct, data, ct_len);
     lm_http_header_t h = { .name = LM_STR("Content-Type"), .value = { ct, ct_len }, .id = LM_HDR_CONTENT_TYPE };
-    lm_ctx_init_headers(r, &h, 1);
+    lm_ctx_init_headers(r, &h, 1, false);
     char *body = malloc(body_len ? body_len : 1);
     if (body_len)
         memcpy(body, nl + 1, body_len);
