@@ -22,7 +22,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LIMEN_BIN = os.environ.get("LIMEN_BIN", os.path.join(ROOT, "bin", "asan", "limen-dataplane"))
 
 
+_EPHEMERAL = (32768, 60999)
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as _f:
+        _EPHEMERAL = tuple(int(x) for x in _f.read().split())
+except (OSError, ValueError):
+    pass
+
+
+_HANDED_OUT = __import__("collections").deque(maxlen=2000)
+
+
 def free_port():
+    """A port nothing listens on, below the kernel's ephemeral range: a port
+    from that range (what bind(0) hands out) may be taken a moment later as
+    the local port of an outgoing connection, and a server then cannot bind it."""
+    import random
+    lo, hi = 10000, min(_EPHEMERAL[0], 32768) - 1
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        if port in _HANDED_OUT:  # handed out but perhaps not bound yet
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            _HANDED_OUT.append(port)
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
